@@ -1,0 +1,5 @@
+import sys
+
+from memtrackfs.cli import main
+
+sys.exit(main())

@@ -1,0 +1,118 @@
+"""Python client of the driver socket.
+
+    from memtrackfs.client import MemtrackClient
+    with MemtrackClient.for_mount("/tmp/memtrackfs", client="mytool") as mt:
+        root = mt.call("root", name="my-device")["node"]
+        mt.call("add", node=root, bytes=4096, name="fw")
+
+``call`` waits for the reply; ``submit`` returns a ``Future`` so many requests can be in flight
+(pipelining). A refused request raises ``MemtrackError`` (an ``OSError`` with the server's errno).
+Events the server pushes (``{"event": "notify", ...}``) go to ``on_event`` if given, else to the
+``events`` queue. A background thread reads the socket; calls are safe from any thread.
+"""
+from __future__ import annotations
+
+import errno
+import itertools
+import json
+import queue
+import socket
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable, Optional
+
+from memtrackfs.mounts import socket_for_mount
+
+
+class MemtrackError(OSError):
+    """A request the daemon refused: ``errno`` (number), ``errno_name`` and the daemon's sentence."""
+
+    def __init__(self, errno_name: str, message: str) -> None:
+        super().__init__(getattr(errno, errno_name, errno.EIO), f"{errno_name}: {message}")
+        self.errno_name = errno_name
+
+
+class MemtrackClient:
+    def __init__(self, socket_path: str, *, client: str = "", destroy_on_close: bool = False,
+                 on_event: Optional[Callable[[dict[str, Any]], None]] = None) -> None:
+        self.socket_path = socket_path
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._sock.connect(socket_path)
+        except OSError as exc:
+            self._sock.close()
+            raise ConnectionError(exc.errno, f"no memtrackfs daemon answers at {socket_path} "
+                                             f"({exc.strerror}); is the mount running?") from None
+        self.events: "queue.Queue[dict[str, Any]]" = queue.Queue()
+        self._on_event = on_event or self.events.put
+        self._ids = itertools.count(1)
+        self._pending: dict[int, Future] = {}
+        self._lock = threading.Lock()
+        self._closed: Optional[BaseException] = None
+        self._reader = threading.Thread(target=self._read_loop, name="memtrack-client", daemon=True)
+        self._reader.start()
+        self.server = self.call("hello", client=client, destroy_on_close=destroy_on_close)
+
+    @classmethod
+    def for_mount(cls, mountpoint: str, **kwargs: Any) -> "MemtrackClient":
+        """Connect to the daemon of the memtrackfs mounted at ``mountpoint``."""
+        return cls(socket_for_mount(mountpoint), **kwargs)
+
+    def submit(self, op: str, **fields: Any) -> Future:
+        future: Future = Future()
+        with self._lock:
+            if self._closed is not None:
+                raise ConnectionError(errno.ENOTCONN, f"connection to {self.socket_path} is closed: {self._closed}")
+            request_id = next(self._ids)
+            self._pending[request_id] = future
+            data = (json.dumps({"id": request_id, "op": op, **fields}) + "\n").encode()
+            try:
+                self._sock.sendall(data)
+            except OSError as exc:
+                del self._pending[request_id]
+                raise ConnectionError(exc.errno, f"memtrackfs daemon went away: {exc.strerror}") from None
+        return future
+
+    def call(self, op: str, timeout: Optional[float] = 30.0, **fields: Any) -> dict[str, Any]:
+        return self.submit(op, **fields).result(timeout)
+
+    def _read_loop(self) -> None:
+        reason: BaseException = ConnectionError(errno.ECONNRESET, "memtrackfs daemon closed the connection")
+        try:
+            with self._sock.makefile("rb") as stream:
+                for line in stream:
+                    self._dispatch(json.loads(line))
+        except (OSError, ValueError) as exc:
+            reason = ConnectionError(errno.ECONNRESET, f"connection to memtrackfs lost: {exc}")
+        with self._lock:
+            self._closed = reason
+            pending, self._pending = self._pending, {}
+        for future in pending.values():
+            future.set_exception(reason)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if "event" in message:
+            self._on_event(message)
+            return
+        with self._lock:
+            future = self._pending.pop(message.get("id"), None)
+        if future is None:
+            return  # e.g. the E2BIG answer to an over-long line, which has no id
+        if message.get("ok"):
+            future.set_result(message)
+        else:
+            future.set_exception(MemtrackError(message.get("errno", "EIO"), message.get("error", "")))
+
+    def close(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+        self._reader.join(5)
+
+    def __enter__(self) -> "MemtrackClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

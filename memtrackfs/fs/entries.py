@@ -1,0 +1,114 @@
+"""What a path of the mount can be: directories, generated (procfs/debugfs-like) files, dev/kmsg.
+
+Entries know how to list, render and write themselves against the kernel; the FUSE adapter only
+maps paths and file handles onto them. ``lookup``/``names``/``render`` run under ``Kernel.lock``
+(the adapter takes it); ``write`` runs inside ``Kernel.transaction()``.
+"""
+from __future__ import annotations
+
+import errno
+import stat
+from typing import Callable, Mapping, Optional
+
+from memtrackfs.errors import KernelError
+from memtrackfs.kernel import Kernel
+from memtrackfs.render.kmsg import render_kmsg_record
+
+
+class OpenFile:
+    """One open() of a file: its entry, its snapshot (rendered at the first read at offset 0)."""
+
+    __slots__ = ("entry", "snapshot", "cursor")
+
+    def __init__(self, entry: "File") -> None:
+        self.entry = entry
+        self.snapshot: Optional[bytes] = None
+        self.cursor = 0  # dev/kmsg: sequence number of the next record to return
+
+
+class Entry:
+    mode = 0
+
+    @property
+    def file_type(self) -> int:
+        raise NotImplementedError
+
+
+class Directory(Entry):
+    """A directory with fixed children, or children computed from the model on each lookup."""
+
+    def __init__(self, children: Optional[Mapping[str, Entry]] = None, mode: int = 0o555,
+                 lookup: Optional[Callable[[str], Optional[Entry]]] = None,
+                 names: Optional[Callable[[], list[str]]] = None) -> None:
+        self.children = dict(children or {})
+        self.mode = mode
+        self._lookup = lookup
+        self._names = names
+
+    file_type = stat.S_IFDIR
+
+    def lookup(self, name: str) -> Optional[Entry]:
+        entry = self.children.get(name)
+        if entry is None and self._lookup is not None:
+            entry = self._lookup(name)
+        return entry
+
+    def names(self) -> list[str]:
+        return list(self.children) + (self._names() if self._names is not None else [])
+
+
+class File(Entry):
+    file_type = stat.S_IFREG
+
+    def read(self, kernel: Kernel, handle: OpenFile, size: int, offset: int) -> bytes:
+        raise NotImplementedError
+
+    def write(self, data: bytes) -> None:
+        # procfs answers EIO when root writes a file that has no write handler.
+        raise KernelError(errno.EIO, "this file is read-only")
+
+
+class GeneratedFile(File):
+    """A seq_file-like file: the whole content rendered once per open, served from the snapshot."""
+
+    def __init__(self, render: Callable[[], bytes],
+                 write: Optional[Callable[[bytes], None]] = None) -> None:
+        self.render = render
+        self._write = write
+        self.mode = 0o644 if write is not None else 0o444
+
+    def read(self, kernel: Kernel, handle: OpenFile, size: int, offset: int) -> bytes:
+        if offset == 0 or handle.snapshot is None:
+            with kernel.lock:
+                handle.snapshot = self.render()
+        return handle.snapshot[offset:offset + size]
+
+    def write(self, data: bytes) -> None:
+        if self._write is None:
+            super().write(data)
+        else:
+            self._write(data)
+
+
+class KmsgFile(File):
+    """``/dev/kmsg``: each read() returns exactly one whole record, live; EOF after the newest."""
+
+    mode = 0o444
+
+    def read(self, kernel: Kernel, handle: OpenFile, size: int, offset: int) -> bytes:
+        with kernel.lock:
+            records = kernel.log.records
+            if not records:
+                return b""
+            first = records[0].seq
+            if offset == 0 or handle.cursor < first:
+                # lseek(0) starts again at the oldest record still in the ring, as the kernel does.
+                handle.cursor = first
+            index = handle.cursor - first
+            if index >= len(records):
+                return b""
+            data = render_kmsg_record(records[index])
+        if len(data) > size:
+            raise KernelError(errno.EINVAL, "read buffer smaller than the next record")
+        handle.cursor += 1
+        return data

@@ -1,0 +1,74 @@
+"""The emulated kernel: the whole model behind one lock, and the delivery of notifications.
+
+Lock discipline (the only rules; see README "Locking"):
+1. ``Kernel.lock`` guards every model object (tracker, kernel log, dynamic debug sites, and the
+   server's handle registry). Every read or change of them happens inside ``transaction()``.
+2. Nothing blocking happens under it: no socket or FUSE I/O, no callbacks. Notification callbacks
+   are collected during the transaction and called after the lock is released.
+3. Other locks (``DelayedWork``'s condition, a connection's send lock, the FUSE handle table) are
+   leaves: they may be taken while ``Kernel.lock`` is held, and none is held while taking it.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from memtrackfs.delayed_work import DelayedWork
+from memtrackfs.model.kmsg import LEVEL_WARNING, KernelLog
+from memtrackfs.model.tracker import Node, NotifyCallback, Tracker, debug_sites
+
+
+class Kernel:
+    """One emulated board's kernel state, shared by the FUSE adapter and the driver socket."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.lock = threading.Lock()
+        boot = clock()
+        self.log = KernelLog(lambda: int((clock() - boot) * 1_000_000), debug_sites())
+        self.tracker = Tracker(self.log)
+        self._delayed = DelayedWork(self._fire_delayed)
+
+    @contextmanager
+    def transaction(self) -> Iterator["Kernel"]:
+        """Hold the model lock for one operation; deliver the notifications it caused afterwards."""
+        with self.lock:
+            try:
+                yield self
+            finally:
+                due = self._take_due_notifications()
+        for callback, node, usage in due:
+            self._call(callback, node, usage)
+
+    def _take_due_notifications(self) -> list[tuple[NotifyCallback, Node, int]]:
+        due = self.tracker.notify_due
+        if not due:
+            return []
+        self.tracker.notify_due = []
+        immediate = []
+        for node in due:
+            if node.notify is None:
+                continue
+            if node.notify_delay_ms == 0:
+                immediate.append((node.notify, node, node.usage))
+            else:
+                self._delayed.schedule(node, node.notify_delay_ms)
+        return immediate
+
+    def _fire_delayed(self, node: Node) -> None:
+        with self.lock:
+            callback = node.notify if node.alive else None
+            usage = node.usage
+        if callback is not None:
+            self._call(callback, node, usage)
+
+    def _call(self, callback: NotifyCallback, node: Node, usage: int) -> None:
+        try:
+            callback(node, usage)
+        except Exception as exc:  # a broken watcher must not break the writer that notified it
+            with self.lock:
+                self.log.emit(LEVEL_WARNING, f"memtrackfs: notify callback failed: {exc!r}")
+
+    def shutdown(self) -> None:
+        self._delayed.stop()

@@ -1,0 +1,65 @@
+"""The emulated kernel's log: printk records as /dev/kmsg shows them, and dynamic debug sites.
+
+Pure model: no locks, no I/O. The owner (``Kernel``) serialises access.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+LEVEL_WARNING = 4
+LEVEL_INFO = 6
+LEVEL_DEBUG = 7
+
+# The kernel's printk ring holds a bounded history; older records fall off the front.
+DEFAULT_CAPACITY = 16384
+
+
+class LogRecord(NamedTuple):
+    level: int
+    seq: int
+    usec: int
+    message: str
+
+
+@dataclass
+class DebugSite:
+    """One pr_debug() call site, as lib/dynamic_debug.c lists it in ``control``."""
+
+    filename: str
+    lineno: int
+    module: str
+    function: str
+    format: str
+    enabled: bool = False
+
+
+class KernelLog:
+    """printk: numbered, timestamped records; once-only warnings; dynamic-debug-gated debug prints."""
+
+    def __init__(self, clock_usec: Callable[[], int], sites: list[DebugSite],
+                 capacity: int = DEFAULT_CAPACITY) -> None:
+        self._clock_usec = clock_usec
+        self.records: deque[LogRecord] = deque(maxlen=capacity)
+        self.next_seq = 0
+        self.sites = sites
+        self._warned: set[str] = set()
+
+    def emit(self, level: int, message: str) -> None:
+        self.records.append(LogRecord(level, self.next_seq, self._clock_usec(), message))
+        self.next_seq += 1
+
+    def warn_once(self, site: str, message: str) -> None:
+        """pr_warn_once(): each call site prints once per boot, whatever its arguments."""
+        if site not in self._warned:
+            self._warned.add(site)
+            self.emit(LEVEL_WARNING, message)
+
+    def info(self, message: str) -> None:
+        self.emit(LEVEL_INFO, message)
+
+    def debug(self, site: DebugSite, message: str) -> None:
+        """pr_debug(): recorded only while the site is enabled through dynamic_debug/control."""
+        if site.enabled:
+            self.emit(LEVEL_DEBUG, message)

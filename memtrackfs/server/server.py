@@ -1,0 +1,175 @@
+"""The driver socket: a Unix stream socket speaking newline-delimited JSON (see ``protocol``).
+
+One thread per connection reads requests, answers them in order and sends the replies of each
+batch of lines it received in one write (so a pipelining client is not slowed by tiny writes).
+A connection's failure never touches another connection or the daemon.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import struct
+import threading
+from typing import Any
+
+from memtrackfs.errors import KernelError
+from memtrackfs.kernel import Kernel
+from memtrackfs.server.protocol import MAX_LINE, decode_request, encode, error_reply
+from memtrackfs.server.session import HandleRegistry, Session
+
+log = logging.getLogger(__name__)
+_UCRED = struct.Struct("3i")  # struct ucred { pid_t pid; uid_t uid; gid_t gid; }
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end (SO_PEERCRED)."""
+    return _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+
+
+class Connection:
+    def __init__(self, server: "DriverServer", sock: socket.socket, peer_pid: int) -> None:
+        self.server = server
+        self.sock = sock
+        self._send_lock = threading.Lock()
+        self.session = Session(server.kernel, server.registry, peer_pid, self.push)
+
+    def send(self, data: bytes) -> None:
+        with self._send_lock:
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                pass  # the peer is gone; the reader sees EOF and cleans up
+
+    def push(self, message: dict[str, Any]) -> None:
+        self.send(encode(message))
+
+    def _answer(self, line: bytes) -> bytes:
+        request_id = None
+        try:
+            request = decode_request(line)
+            request_id = request.get("id")
+            reply = self.session.handle(request)
+            reply["id"] = request_id
+            reply["ok"] = True
+            return encode(reply)
+        except KernelError as exc:
+            return encode(error_reply(request_id, exc))
+        except Exception as exc:  # a bug must cost one request, not the connection
+            log.exception("request failed")
+            return encode(error_reply(request_id, KernelError(errno.EIO, f"internal error: {exc!r}")))
+
+    def serve(self) -> None:
+        pending = b""
+        discarding = False  # inside an over-long line, dropping bytes up to its newline
+        try:
+            while True:
+                data = self.sock.recv(1 << 16)
+                if not data:
+                    return
+                pending += data
+                lines = pending.split(b"\n")
+                pending = lines.pop()
+                replies = []
+                for line in lines:
+                    if discarding:
+                        discarding = False
+                        continue
+                    if line.strip():
+                        replies.append(self._answer(line))
+                if len(pending) > MAX_LINE:
+                    if not discarding:
+                        replies.append(encode(error_reply(None, KernelError(
+                            errno.E2BIG, f"request line longer than {MAX_LINE} bytes: discarded"))))
+                    pending, discarding = b"", True
+                if replies:
+                    self.send(b"".join(replies))
+        except OSError:
+            return
+        finally:
+            try:
+                self.session.close()
+            finally:
+                self.sock.close()
+                self.server.forget(self)
+
+
+class DriverServer:
+    """Accepts connections from the socket's owner (and root) and serves each in a thread."""
+
+    def __init__(self, kernel: Kernel, path: str) -> None:
+        self.kernel = kernel
+        self.path = path
+        self.registry = HandleRegistry()
+        self._connections: set[Connection] = set()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+
+    def start(self) -> None:
+        os.makedirs(os.path.dirname(self.path) or ".", mode=0o755, exist_ok=True)
+        self._remove_stale_socket()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)  # the socket is born 0600: no window where others may connect
+        try:
+            listener.bind(self.path)
+        finally:
+            os.umask(old_umask)
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept_loop, name="driver-accept", daemon=True).start()
+
+    def _remove_stale_socket(self) -> None:
+        if not os.path.exists(self.path):
+            return
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(self.path)
+        except OSError:
+            os.unlink(self.path)  # nobody listens: a leftover of a killed daemon
+        else:
+            raise KernelError(errno.EADDRINUSE, f"another daemon is serving {self.path}")
+        finally:
+            probe.close()
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            pid, uid, _ = peer_credentials(sock)
+            if uid not in (0, os.geteuid()):
+                sock.sendall(encode(error_reply(None, KernelError(
+                    errno.EACCES, "only the socket's owner and root may connect"))))
+                sock.close()
+                continue
+            connection = Connection(self, sock, pid)
+            with self._lock:
+                self._connections.add(connection)
+            threading.Thread(target=connection.serve, name=f"driver-{pid}", daemon=True).start()
+
+    def forget(self, connection: Connection) -> None:
+        with self._lock:
+            self._connections.discard(connection)
+
+    def close(self) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
