@@ -28,8 +28,11 @@ class MemtrackError(OSError):
     """A request the daemon refused: ``errno`` (number), ``errno_name`` and the daemon's sentence."""
 
     def __init__(self, errno_name: str, message: str) -> None:
-        super().__init__(getattr(errno, errno_name, errno.EIO), f"{errno_name}: {message}")
+        super().__init__(getattr(errno, errno_name, errno.EIO), message)
         self.errno_name = errno_name
+
+    def __str__(self) -> str:
+        return f"{self.errno_name}: {self.strerror}"
 
 
 class MemtrackClient:

@@ -1,15 +1,17 @@
 """Renderer of ``dev/kmsg`` records: ``"%u,%llu,%llu,-;%s\\n"`` as devkmsg_read() prints them."""
 from __future__ import annotations
 
+import re
+
 from memtrackfs.model.kmsg import LogRecord
+
+# printk's ext format escapes control bytes, bytes >= 127 and the backslash as \xNN.
+_NEEDS_ESCAPE = re.compile(rb"[^\x20-\x5b\x5d-\x7e]")
 
 
 def _escape(message: str) -> str:
-    """printk's ext format escapes control bytes, bytes >= 127 and the backslash as \\xNN."""
     raw = message.encode("utf-8")
-    if raw.isascii() and raw.isprintable() and b"\\" not in raw:
-        return message
-    return "".join(chr(b) if 32 <= b < 127 and b != 0x5C else f"\\x{b:02x}" for b in raw)
+    return _NEEDS_ESCAPE.sub(lambda m: b"\\x%02x" % m.group()[0], raw).decode("ascii")
 
 
 def render_kmsg_record(record: LogRecord) -> bytes:
