@@ -1,0 +1,186 @@
+"""The mounted files behave like procfs/debugfs: sizes, modes, snapshots, write errors, kmsg."""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+import subprocess
+import threading
+
+import pytest
+
+from conftest import Mount
+
+MEMTRACK = "sys/kernel/debug/v4l2-memtrack"
+CONTROL = "sys/kernel/debug/dynamic_debug/control"
+LINE = re.compile(r"^( *)(?:(\S+) )?(\[leaf\] )?(?:\(tgid=(\d+), pid=(\d+)\) )?usage: (\d+)"
+                  r"(?: \(count=(\d+)(?:, self=(\d+))?\))?$")
+
+
+def check_consistent(text: str) -> int:
+    """Parse a v4l2-memtrack file; assert every node's usage = self + children. Return node count."""
+    lines = text.splitlines()
+    total = int(re.fullmatch(r"Total memory usage: (\d+) bytes", lines[0]).group(1))
+    nodes = []  # (depth, usage, self or None)
+    for line in lines[1:]:
+        m = LINE.match(line)
+        assert m, f"malformed line {line!r}"
+        nodes.append((len(m.group(1)) // 2, int(m.group(6)), None if m.group(8) is None else int(m.group(8))))
+    assert nodes[0][1] == total
+    for i, (depth, usage, own) in enumerate(nodes):
+        children = []
+        for d, u, _ in nodes[i + 1:]:
+            if d <= depth:
+                break
+            if d == depth + 1:
+                children.append(u)
+        if children and own is not None:
+            assert usage == own + sum(children), f"node {i}: usage != self + children"
+        elif children:  # count 0 hides self (it may still hold bytes after an unmatched sub)
+            assert usage >= sum(children), f"node {i}: usage < children"
+    return len(nodes)
+
+
+def test_layout_modes_and_sizes(mount: Mount) -> None:
+    with mount.client() as c:
+        c.call("root", name="amphion-vpu")
+    expected = {
+        "dev": 0o755, "dev/kmsg": 0o444, "proc": 0o555, "sys/kernel/debug": 0o700,
+        f"{MEMTRACK}/amphion-vpu": 0o444, CONTROL: 0o644,
+    }
+    for path, mode in expected.items():
+        st = os.stat(mount / path)
+        assert stat.S_IMODE(st.st_mode) == mode, path
+        if stat.S_ISREG(st.st_mode):
+            assert st.st_size == 0, path  # readers must read to EOF, as with procfs
+    assert os.listdir(mount / MEMTRACK) == ["amphion-vpu"]
+
+
+def test_cat_reads_the_whole_file_and_files_follow_roots(mount: Mount) -> None:
+    with mount.client() as c:
+        root = c.call("root", name="vpu")["node"]
+        for i in range(2000):  # far more than one FUSE read
+            c.submit("add", node=root, bytes=4096, name=f"buffer-{i}")
+        c.call("read", node=root)
+        text = subprocess.run(["cat", str(mount / f"{MEMTRACK}/vpu")], capture_output=True, check=True).stdout
+        assert text.startswith(b"Total memory usage: 8192000 bytes\n")
+        assert text.count(b"[leaf]") == 2000 and text.endswith(b"buffer-1999 [leaf] " + f"(tgid={os.getpid()}, pid={os.getpid()}) usage: 4096\n".encode())
+        c.call("destroy", node=root)
+    assert os.listdir(mount / MEMTRACK) == []
+    with pytest.raises(FileNotFoundError):
+        mount.read(f"{MEMTRACK}/vpu")
+
+
+def test_one_byte_reads_see_one_consistent_snapshot_while_a_writer_changes_the_tree(mount: Mount) -> None:
+    stop = threading.Event()
+    with mount.client() as c:
+        root = c.call("root", name="busy")["node"]
+        instances = [c.call("node", parent=root, name="instance")["node"] for _ in range(8)]
+        for node in instances:
+            for q in ("output", "capture"):
+                c.call("add", node=c.call("node", parent=node, name=q)["node"], bytes=2076672)
+            for _ in range(40):
+                c.submit("add", node=node, bytes=917504, name="mbi")
+        c.call("read", node=root)
+
+        def writer() -> None:
+            i = 0
+            while not stop.is_set():
+                node = instances[i % len(instances)]
+                c.call("add", node=node, bytes=4096 + i, name="dcp")
+                c.call("add", node=node, bytes=8192)
+                c.call("sub", node=node, bytes=4096 + i - 1, name="dcp")  # some match, some underflow
+                i += 1
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            snapshots = []
+            for chunk in (1, 4096):
+                fd = os.open(mount / f"{MEMTRACK}/busy", os.O_RDONLY)
+                try:
+                    parts = []
+                    while data := os.read(fd, chunk):
+                        parts.append(data)
+                finally:
+                    os.close(fd)
+                snapshots.append(b"".join(parts).decode())
+        finally:
+            stop.set()
+            thread.join()
+    for text in snapshots:
+        assert check_consistent(text) >= 8 * 43
+
+
+def test_lseek_to_zero_renders_anew(mount: Mount) -> None:
+    with mount.client() as c:
+        root = c.call("root", name="seek")["node"]
+        fd = os.open(mount / f"{MEMTRACK}/seek", os.O_RDONLY)
+        try:
+            first = os.read(fd, 65536)
+            c.call("add", node=root, bytes=100)
+            assert os.read(fd, 65536) == b""            # same snapshot: at its end
+            os.lseek(fd, 0, os.SEEK_SET)
+            again = os.read(fd, 65536)
+        finally:
+            os.close(fd)
+    assert first.startswith(b"Total memory usage: 0 bytes")
+    assert again.startswith(b"Total memory usage: 100 bytes")
+
+
+def test_read_only_files_refuse_writes_with_eio_and_keep_content(mount: Mount) -> None:
+    with mount.client() as c:
+        c.call("add", node=c.call("root", name="ro")["node"], bytes=5)
+    before = mount.read(f"{MEMTRACK}/ro")
+    for path in (f"{MEMTRACK}/ro", "dev/kmsg"):
+        done = subprocess.run(["bash", "-c", f"echo 0 > {mount / path}"], capture_output=True, text=True)
+        assert done.returncode != 0 and "Input/output error" in done.stderr, path
+    assert mount.read(f"{MEMTRACK}/ro") == before
+
+
+def test_kmsg_returns_one_record_per_read_and_ends(mount: Mount) -> None:
+    with mount.client() as c:
+        for i in range(3):
+            c.call("log", level=6, message=f"hello {i}")
+    fd = os.open(mount / "dev/kmsg", os.O_RDONLY)
+    try:
+        records = [os.read(fd, 8192) for _ in range(4)]
+        with pytest.raises(OSError) as small:
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.read(fd, 5)  # smaller than a record: the kernel says EINVAL
+    finally:
+        os.close(fd)
+    assert small.value.errno == errno.EINVAL
+    assert [re.fullmatch(rb"6,(\d+),(\d+),-;hello (\d)\n", r) is not None for r in records[:3]] == [True] * 3
+    assert [int(r.split(b",")[1]) for r in records[:3]] == [0, 1, 2]
+    assert records[3] == b""
+
+
+def test_dynamic_debug_gates_the_leak_report(mount: Mount) -> None:
+    control = mount / CONTROL
+    listing = mount.read(CONTROL).decode()
+    assert listing.splitlines()[0] == "# filename:lineno [module]function flags format"
+    assert ('drivers/media/common/v4l2-memtrack/v4l2-memtrack.c:816 [v4l2_memtrack]v4l2_memtrack_print_debug '
+            '=_ "v4l2-memtrack: Memory Tracker: %s\\n"') in listing
+    with mount.client() as c:
+        quiet = c.call("root", name="quiet")["node"]
+        c.call("add", node=quiet, bytes=4096, name="fw")
+        c.call("destroy", node=quiet)
+        assert not [r for r in mount.kmsg() if r.startswith("7,")]
+
+        for bad in ("file v4l2-memtrack.c", "file other.c +p", "bogus", "file v4l2-memtrack.c +x"):
+            done = subprocess.run(["bash", "-c", f"echo '{bad}' > {control}"], capture_output=True, text=True)
+            assert "Invalid argument" in done.stderr, bad
+        assert "=_" in mount.read(CONTROL).decode()
+
+        subprocess.run(["bash", "-c", f"echo 'file v4l2-memtrack.c +p' > {control}"], check=True)
+        assert mount.read(CONTROL).decode().count(" =p ") == 2
+        loud = c.call("root", name="loud", tgid=7, pid=8)["node"]
+        inst = c.call("node", parent=loud, name="instance")["node"]
+        c.call("add", node=inst, bytes=4096, name="udata")
+        c.call("destroy", node=inst)
+    debug = [r.split(";", 1)[1] for r in mount.kmsg() if r.startswith("7,")]
+    assert debug == ["v4l2-memtrack: Memory Tracker: loud",
+                     "v4l2-memtrack:   instance: usage=4096 bytes, count=0",
+                     "v4l2-memtrack:     udata [leaf]: usage=4096 bytes, count=1"]

@@ -1,0 +1,178 @@
+"""The driver socket: requests, errors that change nothing, context, ownership, notifications."""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import socket
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import Mount
+from memtrackfs.client import MemtrackClient, MemtrackError
+
+TREE = "sys/kernel/debug/v4l2-memtrack"
+
+
+def raw_session(mount: Mount, payload: bytes) -> list[dict]:
+    """Send raw bytes, half-close, and return every reply line."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(mount.socket))
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def test_bad_requests_get_clear_errors_and_change_nothing(mount: Mount) -> None:
+    with mount.client() as c:
+        root = c.call("root", name="vpu")["node"]
+        c.call("add", node=root, bytes=4096, name="fw")
+    before = mount.read(f"{TREE}/vpu")
+    bad = [
+        b"this is not json",
+        b"[1, 2]",
+        b'{"id": 1}',
+        b'{"id": 2, "op": "launch"}',
+        b'{"id": 3, "op": "add", "node": %d, "bytes": -1}' % root,
+        b'{"id": 4, "op": "add", "node": %d, "bytes": 18446744073709551616}' % root,
+        b'{"id": 5, "op": "add", "node": %d, "bytes": "12"}' % root,
+        b'{"id": 6, "op": "add", "node": 999999, "bytes": 1}',
+        b'{"id": 7, "op": "add", "node": %d, "bytes": 1, "name": "a\\nb"}' % root,
+        b'{"id": 8, "op": "root", "name": "a/b"}',
+        b'{"id": 9, "op": "root", "name": "vpu"}',
+        b'{"id": 10, "op": "add", "node": %d, "bytes": 1, "name": "%s"}' % (root, b"x" * 300),
+        b'{"id": 11, "op": "add", "node": %d, "bytes": 1, "tgid": -5}' % root,
+        b'{"id": 12, "op": "hello"}',
+        b"x" * (2 << 20),
+        b'{"id": 13, "op": "read", "node": %d}' % root,
+    ]
+    replies = raw_session(mount, b"\n".join(bad) + b"\n")
+    errors = [(r.get("id"), r.get("errno")) for r in replies if not r["ok"]]
+    assert errors == [(None, "EBADMSG"), (None, "EBADMSG"), (1, "ENOSYS"), (2, "ENOSYS"), (3, "EINVAL"),
+                      (4, "EINVAL"), (5, "EINVAL"), (6, "ENOENT"), (7, "EINVAL"), (8, "EINVAL"),
+                      (9, "EEXIST"), (10, "ENAMETOOLONG"), (11, "EINVAL"), (12, "EINVAL"), (None, "E2BIG")]
+    assert all(r["error"] for r in replies if not r["ok"])
+    assert replies[-1] == {"id": 13, "ok": True, "bytes": 4096}  # the connection survived all of it
+    assert mount.read(f"{TREE}/vpu") == before
+
+
+def test_context_defaults_to_the_peer_and_can_be_given(mount: Mount) -> None:
+    child = subprocess.run([sys.executable, "-c", f"""
+import os
+from memtrackfs.client import MemtrackClient
+with MemtrackClient({str(mount.socket)!r}) as c:
+    root = c.call("root", name="ctx")["node"]
+    c.call("add", node=root, bytes=1, name="mine")
+    c.call("add", node=root, bytes=2, name="given", tgid=1234, pid=1240)
+    c.call("add", node=root, bytes=3, name="zero", tgid=0, pid=0)
+print(os.getpid())
+"""], capture_output=True, text=True, check=True)
+    pid = int(child.stdout)
+    text = mount.read(f"{TREE}/ctx").decode()
+    assert f"ctx (tgid={pid}, pid={pid}) usage: 6" in text
+    assert f"mine [leaf] (tgid={pid}, pid={pid}) usage: 1" in text
+    assert "given [leaf] (tgid=1234, pid=1240) usage: 2" in text
+    assert "  zero [leaf] usage: 3" in text
+
+
+def test_what_a_connection_made_outlives_it_unless_it_asked(mount: Mount) -> None:
+    with mount.client() as c:
+        c.call("add", node=c.call("root", name="kept")["node"], bytes=10)
+    with mount.client(client="driver", destroy_on_close=True) as c:
+        root = c.call("root", name="driver-owned")["node"]
+        c.call("add", node=c.call("node", parent=root, name="instance")["node"], bytes=7, name="udata")
+        assert sorted(os.listdir(mount / TREE)) == ["driver-owned", "kept"]
+    deadline = time.monotonic() + 5
+    while "driver-owned" in os.listdir(mount / TREE) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert os.listdir(mount / TREE) == ["kept"]
+    log = [r.split(";", 1)[1] for r in mount.kmsg()]
+    assert any(m.startswith("memtrackfs: driver driver connected") for m in log)
+    assert any(m.startswith("memtrackfs: driver driver disconnected") for m in log)
+
+
+def test_a_killed_driver_loses_its_tree(mount: Mount) -> None:
+    driver = subprocess.Popen([sys.executable, "-c", f"""
+import sys, time
+from memtrackfs.client import MemtrackClient
+c = MemtrackClient({str(mount.socket)!r}, client="doomed", destroy_on_close=True)
+c.call("add", node=c.call("root", name="doomed")["node"], bytes=1, name="fw")
+print("ready", flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert driver.stdout.readline() == "ready\n"
+        assert os.listdir(mount / TREE) == ["doomed"]
+        driver.kill()
+        driver.wait()
+        deadline = time.monotonic() + 5
+        while os.listdir(mount / TREE) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert os.listdir(mount / TREE) == []
+    finally:
+        driver.kill()
+        driver.wait()
+
+
+def test_notifications_immediate_coalesced_and_off(mount: Mount) -> None:
+    with mount.client() as c:
+        root = c.call("root", name="n")["node"]
+        inst = c.call("node", parent=root, name="instance")["node"]
+        c.call("watch", node=inst)
+        c.call("add", node=inst, bytes=10, name="a")
+        c.call("add", node=inst, bytes=20)
+        assert [c.events.get(timeout=2)["bytes"] for _ in range(2)] == [10, 30]
+
+        c.call("delay", node=inst, ms=200)
+        started = time.monotonic()
+        for _ in range(5):
+            c.call("add", node=inst, bytes=1)
+        event = c.events.get(timeout=2)
+        waited = time.monotonic() - started
+        assert event == {"event": "notify", "node": inst, "bytes": 35}
+        assert 0.15 < waited < 1.5
+        time.sleep(0.3)
+        assert c.events.empty()  # five changes, one coalesced notification
+
+        c.call("delay", node=inst, ms=-1)
+        c.call("add", node=inst, bytes=1)
+        time.sleep(0.3)
+        assert c.events.empty()
+
+        with pytest.raises(MemtrackError) as busy:
+            c.call("watch", node=inst)
+        assert busy.value.errno_name == "EBUSY"
+        c.call("unwatch", node=inst)
+        c.call("watch", node=inst)  # free again
+
+
+def test_socket_is_private_to_its_owner(mount: Mount) -> None:
+    assert stat.S_IMODE(os.stat(mount.socket).st_mode) == 0o600
+    nobody = pwd.getpwnam("nobody")
+    probe = subprocess.run(
+        ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups",
+         sys.executable, "-c",
+         f"import socket; s = socket.socket(socket.AF_UNIX); s.connect({str(mount.socket)!r})"],
+        capture_output=True, text=True)
+    assert probe.returncode != 0 and "PermissionError" in probe.stderr
+
+
+def test_socat_example_from_the_readme(mount: Mount) -> None:
+    request = '{"id":1,"op":"root","name":"from-socat"}\n{"id":2,"op":"add","node":1,"bytes":4096,"name":"fw"}\n'
+    done = subprocess.run(["socat", "-", f"UNIX-CONNECT:{mount.socket}"], input=request,
+                          capture_output=True, text=True, timeout=10, check=True)
+    assert [json.loads(line)["ok"] for line in done.stdout.splitlines()] == [True, True]
+    assert "fw [leaf]" in mount.read(f"{TREE}/from-socat").decode()
+
+
+def test_dead_daemon_gives_a_clear_connection_error(tmp_path) -> None:
+    with pytest.raises(ConnectionError) as err:
+        MemtrackClient(str(tmp_path / "nothing.sock"))
+    assert "is the mount running?" in str(err.value)
