@@ -1,0 +1,110 @@
+"""vpu_sim.uapi against the kernel ABI: the known ioctl numbers, and the real header through gcc."""
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from vpu_sim import uapi
+
+# Values quoted from the header's users (strace, v4l-utils), so they hold even without gcc.
+KNOWN_IOCTLS = {
+    "VIDIOC_QUERYCAP": 0x80685600,
+    "VIDIOC_ENUM_FMT": 0xC0405602,
+    "VIDIOC_G_FMT": 0xC0D05604,
+    "VIDIOC_S_FMT": 0xC0D05605,
+    "VIDIOC_REQBUFS": 0xC0145608,
+    "VIDIOC_QUERYBUF": 0xC0585609,
+    "VIDIOC_QBUF": 0xC058560F,
+    "VIDIOC_DQBUF": 0xC0585611,
+    "VIDIOC_STREAMON": 0x40045612,
+    "VIDIOC_STREAMOFF": 0x40045613,
+    "VIDIOC_G_CTRL": 0xC008561B,
+    "VIDIOC_S_CTRL": 0xC008561C,
+    "VIDIOC_QUERYCTRL": 0xC0445624,
+    "VIDIOC_TRY_FMT": 0xC0D05640,
+    "VIDIOC_G_EXT_CTRLS": 0xC0205647,
+    "VIDIOC_S_EXT_CTRLS": 0xC0205648,
+    "VIDIOC_TRY_EXT_CTRLS": 0xC0205649,
+    "VIDIOC_ENCODER_CMD": 0xC028564D,
+    "VIDIOC_CREATE_BUFS": 0xC100565C,
+    "VIDIOC_DECODER_CMD": 0xC0485660,
+    "VIDIOC_QUERY_EXT_CTRL": 0xC0E85667,
+}
+
+STRUCTS = ["v4l2_capability", "v4l2_fmtdesc", "v4l2_plane_pix_format", "v4l2_pix_format_mplane",
+           "v4l2_format", "v4l2_requestbuffers", "v4l2_plane", "v4l2_buffer", "v4l2_create_buffers",
+           "v4l2_queryctrl", "v4l2_query_ext_ctrl", "v4l2_control", "v4l2_ext_control",
+           "v4l2_ext_controls", "v4l2_decoder_cmd", "v4l2_encoder_cmd"]
+
+# Fields whose place a layout slip would move (after unions, pointers and packed members).
+OFFSETS = [("v4l2_format", "fmt"), ("v4l2_pix_format_mplane", "plane_fmt"),
+           ("v4l2_pix_format_mplane", "num_planes"), ("v4l2_pix_format_mplane", "quantization"),
+           ("v4l2_buffer", "timestamp"), ("v4l2_buffer", "sequence"), ("v4l2_buffer", "m"),
+           ("v4l2_buffer", "length"), ("v4l2_buffer", "request_fd"), ("v4l2_plane", "m"),
+           ("v4l2_plane", "data_offset"), ("v4l2_create_buffers", "format"),
+           ("v4l2_create_buffers", "capabilities"), ("v4l2_query_ext_ctrl", "minimum"),
+           ("v4l2_query_ext_ctrl", "flags"), ("v4l2_query_ext_ctrl", "dims"),
+           ("v4l2_ext_control", "value64"), ("v4l2_ext_controls", "error_idx"),
+           ("v4l2_ext_controls", "controls"), ("v4l2_decoder_cmd", "stop"), ("v4l2_encoder_cmd", "raw")]
+
+CONSTANTS = ["V4L2_PIX_FMT_H264", "V4L2_PIX_FMT_HEVC", "V4L2_PIX_FMT_VP8", "V4L2_PIX_FMT_MPEG2",
+             "V4L2_PIX_FMT_MPEG4", "V4L2_PIX_FMT_H263", "V4L2_PIX_FMT_NV12M", "V4L2_PIX_FMT_NV12M_8L128",
+             "V4L2_PIX_FMT_NV12M_10BE_8L128", "V4L2_CID_MIN_BUFFERS_FOR_CAPTURE",
+             "V4L2_CID_MIN_BUFFERS_FOR_OUTPUT", "V4L2_CID_MPEG_VIDEO_H264_CPB_SIZE",
+             "V4L2_CAP_VIDEO_M2M_MPLANE", "V4L2_CAP_STREAMING", "V4L2_CAP_DEVICE_CAPS",
+             "V4L2_BUF_FLAG_LAST", "V4L2_BUF_FLAG_TIMESTAMP_COPY", "V4L2_CTRL_WHICH_DEF_VAL",
+             "V4L2_CTRL_FLAG_NEXT_CTRL", "V4L2_BUF_CAP_SUPPORTS_ORPHANED_BUFS"]
+
+
+def test_known_ioctl_numbers() -> None:
+    for name, value in KNOWN_IOCTLS.items():
+        assert getattr(uapi, name) == value, f"{name} = {getattr(uapi, name):#x}, expected {value:#x}"
+
+
+def test_fourccs_and_control_ids() -> None:
+    assert uapi.V4L2_PIX_FMT_NV12M_8L128 == 0x3231414E  # 'NA12'
+    assert uapi.V4L2_PIX_FMT_NV12M_10BE_8L128 == 0x3231544E | (1 << 31)
+    assert uapi.V4L2_CID_MEMORY_USAGE == 0x0098092C
+    assert uapi.V4L2_CID_LASTP1 == uapi.V4L2_CID_MEMORY_USAGE + 1
+
+
+def _c_program() -> str:
+    lines = ["#include <stdio.h>", "#include <stddef.h>", "#include <linux/videodev2.h>",
+             "int main(void) {"]
+    for struct in STRUCTS:
+        lines.append(f'  printf("sizeof {struct} %zu\\n", sizeof(struct {struct}));')
+    for struct, field in OFFSETS:
+        lines.append(f'  printf("offsetof {struct}.{field} %zu\\n", offsetof(struct {struct}, {field}));')
+    for name in [*KNOWN_IOCTLS, *CONSTANTS]:
+        lines.append(f'  printf("const {name} %llu\\n", (unsigned long long)(unsigned int)({name}));')
+    lines += ["  return 0;", "}"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
+def test_layout_matches_the_kernel_header(tmp_path: Path) -> None:
+    if not Path("/usr/include/linux/videodev2.h").exists():
+        pytest.skip("linux/videodev2.h is not installed (package linux-libc-dev)")
+    source = tmp_path / "abi.c"
+    source.write_text(_c_program())
+    binary = tmp_path / "abi"
+    subprocess.run(["gcc", "-o", str(binary), str(source)], check=True, capture_output=True)
+    report = subprocess.run([str(binary)], check=True, capture_output=True, text=True).stdout
+    checked = 0
+    for line in report.splitlines():
+        kind, name, value = line.split()
+        if kind == "sizeof":
+            ours = ctypes.sizeof(getattr(uapi, name))
+        elif kind == "offsetof":
+            struct, field = name.split(".")
+            # Members of anonymous unions (value64, stop) are class attributes with their offset too.
+            ours = getattr(getattr(uapi, struct), field).offset
+        else:
+            ours = getattr(uapi, name)
+        assert ours == int(value), f"{kind} {name}: vpu_sim says {ours}, the header says {value}"
+        checked += 1
+    assert checked == len(STRUCTS) + len(OFFSETS) + len(KNOWN_IOCTLS) + len(CONSTANTS)

@@ -1,0 +1,6 @@
+"""vpu_sim: a simulated NXP Amphion VPU driver (with the v4l2-memtrack RFC applied).
+
+uapi (V4L2 structs and ioctl numbers), amphion (the model's sizes and names), memtrack and
+accounting (the tracker and memory it allocates from), formats, controls, queue, instance,
+decoder, encoder and device (the driver's state), ioctls (an open file answering V4L2 ioctls).
+"""

@@ -1,0 +1,336 @@
+"""One open() of a VPU video node: the instance's tree, its two vb2 queues, controls and drain.
+
+``Instance`` holds what decoder and encoder share: the RFC's ``instance`` node with its
+``output``/``capture`` children and the memory-usage control fed by the tracker's notifications;
+vb2 buffer allocation (one unnamed, page-aligned add per MMAP plane); the frame clock that
+processes one OUTPUT buffer into one CAPTURE buffer every 1/fps seconds; and the mem2mem
+drain (STOP command, LAST flag, EPIPE) of ``v4l2-mem2mem.c``. ``Decoder`` and ``Encoder`` add
+when the driver's internal buffers appear and what a processed frame holds.
+
+Not thread-safe: the caller (``ioctls.VideoFile``) serialises the calls of one instance.
+"""
+from __future__ import annotations
+
+import errno
+from typing import Callable, ClassVar, Optional, Sequence
+
+from memtrackfs.errors import KernelError
+from vpu_sim import amphion, uapi
+from vpu_sim.accounting import Held, LeafSet, Memory
+from vpu_sim.amphion import CoreKind
+from vpu_sim.controls import Control, Controls, memory_usage_control, min_buffers_control
+from vpu_sim.formats import CAPTURE, OUTPUT, FormatSpec, PixFormat, default_format, queue_formats, try_format
+from vpu_sim.memtrack import Caller, Handle
+from vpu_sim.queue import Buffer, Queue
+
+Clock = Callable[[], float]
+DEFAULT_FPS = 30.0
+
+
+class Instance:
+    kind: ClassVar[CoreKind]
+    min_buffers: ClassVar[int]
+
+    def __init__(self, memory: Memory, parent: Handle, caller: Caller, *, clock: Clock,
+                 fps: float = DEFAULT_FPS) -> None:
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, not {fps}")
+        self.memory = memory
+        self.caller = caller
+        self.clock = clock
+        self.frame_period = 1.0 / fps
+        self.memory_usage = 0
+        self.closed = False
+        memtrack = memory.memtrack
+        self.node = memtrack.create_node(parent, amphion.NODE_INSTANCE, caller)
+        try:
+            self.queues = {
+                buf_type: Queue(buf_type, memtrack.create_node(self.node, name, caller),
+                                default_format(self.kind, buf_type), self.min_buffers)
+                for buf_type, name in ((OUTPUT, amphion.NODE_OUTPUT), (CAPTURE, amphion.NODE_CAPTURE))
+            }
+            memtrack.watch(self.node, amphion.NOTIFY_DELAY_MS, self.on_memory_usage)
+        except BaseException:
+            memtrack.destroy(self.node)
+            raise
+        self.controls = Controls([
+            min_buffers_control(uapi.V4L2_CID_MIN_BUFFERS_FOR_CAPTURE, "Min Number of Capture Buffers",
+                                lambda: self.queues[CAPTURE].min_buffers),
+            min_buffers_control(uapi.V4L2_CID_MIN_BUFFERS_FOR_OUTPUT, "Min Number of Output Buffers",
+                                lambda: self.queues[OUTPUT].min_buffers),
+            memory_usage_control(lambda: self.memory_usage),
+            *self._extra_controls(),
+        ])
+        # Frame clock: when the next frame completes; "stalled" while an input is missing, so
+        # the clock restarts from the moment processing becomes possible again.
+        self._next_frame = 0.0
+        self._stalled = True
+        # v4l2-mem2mem drain state.
+        self._draining = False
+        self._stopped = False
+        self._next_buf_last = False
+        self._last_src: Optional[Buffer] = None
+
+    def leaf_set(self, name: str) -> LeafSet:
+        return LeafSet(self.memory, self.node, name)
+
+    def on_memory_usage(self, nbytes: int) -> None:
+        """The tracker's notify callback (200 ms coalesced): the V4L2_CID_MEMORY_USAGE value.
+
+        Runs on the tracker connection's thread: it only stores, so it never waits for a lock
+        an ioctl holds while that ioctl waits for the tracker.
+        """
+        self.memory_usage = nbytes
+
+    # -- hooks for Decoder and Encoder -------------------------------------------------------
+
+    def _extra_controls(self) -> Sequence[Control]:
+        return ()
+
+    def _format_set(self, queue: Queue) -> None:
+        """S_FMT stored ``queue.fmt``; propagate it (the other queue's size follows)."""
+
+    def _stream_started(self, queue: Queue, caller: Caller) -> None:
+        """STREAMON turned ``queue`` on; allocate what the driver allocates then, or raise."""
+
+    def _prepare_frame(self) -> bool:
+        """Run firmware events due before the next frame; True if a frame can be processed."""
+        raise NotImplementedError
+
+    def _frame_result(self, src: Buffer, dst: Buffer) -> tuple[tuple[int, ...], int]:
+        """bytesused and flags of the CAPTURE buffer made from ``src``."""
+        raise NotImplementedError
+
+    def _internal_leaves(self) -> Sequence[LeafSet]:
+        """Every driver-internal buffer set, freed at close."""
+        raise NotImplementedError
+
+    # -- formats -----------------------------------------------------------------------------
+
+    def queue(self, buf_type: int) -> Queue:
+        queue_formats(self.kind, buf_type)  # EINVAL for a type the device does not have
+        return self.queues[buf_type]
+
+    def enum_format(self, buf_type: int, index: int) -> FormatSpec:
+        formats = queue_formats(self.kind, buf_type).formats
+        if not 0 <= index < len(formats):
+            raise KernelError(errno.EINVAL, f"format index {index} is past the last ({len(formats) - 1})")
+        return formats[index]
+
+    def get_format(self, buf_type: int) -> PixFormat:
+        return self.queue(buf_type).fmt
+
+    def try_format(self, buf_type: int, fmt: PixFormat) -> PixFormat:
+        return try_format(self.kind, buf_type, fmt)
+
+    def set_format(self, buf_type: int, fmt: PixFormat) -> PixFormat:
+        queue = self.queue(buf_type)
+        adjusted = self.try_format(buf_type, fmt)
+        if queue.buffers:
+            raise KernelError(errno.EBUSY, f"{queue.name} has buffers: REQBUFS(0) before changing its format")
+        queue.fmt = adjusted
+        self._format_set(queue)
+        return adjusted
+
+    # -- buffers -----------------------------------------------------------------------------
+
+    def _free_buffers(self, queue: Queue) -> None:
+        for buf in queue.remove_all():
+            self.memory.free(buf.tracked)
+
+    def _allocate_buffers(self, queue: Queue, count: int, memory: int, sizes: Sequence[int],
+                          caller: Caller) -> int:
+        """Add up to ``count`` buffers; stop at the first ENOMEM, as __vb2_queue_alloc() does."""
+        for made in range(count):
+            tracked: tuple[Held, ...] = ()
+            if memory == uapi.V4L2_MEMORY_MMAP:
+                try:
+                    tracked = self.memory.alloc_planes(queue.node, [amphion.page_align(s) for s in sizes], caller)
+                except OSError as exc:
+                    if exc.errno != errno.ENOMEM:
+                        raise
+                    return made
+            offsets = []
+            offset = queue.next_offset()
+            for size in sizes:
+                offsets.append(offset)
+                offset = amphion.page_align(offset + size)
+            queue.buffers.append(Buffer(len(queue.buffers), memory, tuple(sizes), tracked, tuple(offsets)))
+        return count
+
+    def request_buffers(self, buf_type: int, count: int, memory: int, caller: Caller) -> int:
+        """REQBUFS: free the queue's buffers, then allocate at least the queue's minimum."""
+        queue = self.queue(buf_type)
+        queue.check_memory(memory)
+        if queue.streaming:
+            raise KernelError(errno.EBUSY, f"{queue.name} is streaming: STREAMOFF before REQBUFS")
+        self._free_buffers(queue)
+        if count == 0:
+            return 0
+        # The driver's queue_setup raises the count to its minimum; vb2 caps it at VIDEO_MAX_FRAME.
+        count = min(max(count, queue.min_buffers), uapi.VIDEO_MAX_FRAME)
+        made = self._allocate_buffers(queue, count, memory, queue.fmt.sizes, caller)
+        if made < queue.min_buffers:
+            self._free_buffers(queue)
+            raise KernelError(errno.ENOMEM, f"{queue.name}: only {made} of {count} buffers could be allocated "
+                                            f"(the driver needs {queue.min_buffers})")
+        queue.memory = memory
+        return made
+
+    def create_buffers(self, buf_type: int, count: int, memory: int, fmt: PixFormat,
+                       caller: Caller) -> tuple[int, int]:
+        """CREATE_BUFS: add buffers sized by ``fmt``; returns (first index, count made)."""
+        queue = self.queue(buf_type)
+        queue.check_memory(memory)
+        if queue.memory and memory != queue.memory:
+            raise KernelError(errno.EINVAL, f"{queue.name} buffers use memory type {queue.memory}, not {memory}")
+        first = len(queue.buffers)
+        if count == 0:
+            return first, 0
+        if first == uapi.VIDEO_MAX_FRAME:
+            raise KernelError(errno.ENOBUFS, f"{queue.name} already has {uapi.VIDEO_MAX_FRAME} buffers")
+        wanted = queue.fmt.sizes
+        if len(fmt.planes) != len(wanted) or any(got < need for got, need in zip(fmt.sizes, wanted)):
+            raise KernelError(errno.EINVAL, f"{queue.name} needs {len(wanted)} planes of at least {list(wanted)} "
+                                            f"bytes, not {list(fmt.sizes)}")
+        made = self._allocate_buffers(queue, min(count, uapi.VIDEO_MAX_FRAME - first), memory, fmt.sizes, caller)
+        if made == 0:
+            raise KernelError(errno.ENOMEM, f"{queue.name}: no buffer could be allocated")
+        queue.memory = memory
+        return first, made
+
+    def query_buffer(self, buf_type: int, index: int, planes: int) -> Buffer:
+        self.advance()
+        queue = self.queue(buf_type)
+        buf = queue.buffer(index)
+        queue.check_planes(buf, planes)
+        return buf
+
+    def queue_buffer(self, buf_type: int, index: int, memory: int, bytesused: Sequence[int],
+                     fds: Sequence[int], timestamp: tuple[int, int], planes: int) -> Buffer:
+        queue = self.queue(buf_type)
+        buf = queue.queue(index, memory, bytesused, fds, timestamp, planes)
+        if not queue.is_output and self._next_buf_last and queue.streaming:
+            self._deliver_last()
+        self.advance()
+        return buf
+
+    def dequeue_buffer(self, buf_type: int, planes: int) -> Buffer:
+        """DQBUF; EAGAIN when nothing is ready yet (``next_event_time`` says when it will be)."""
+        self.advance()
+        queue = self.queue(buf_type)
+        if queue.streaming and queue.buffers:
+            queue.check_planes(queue.buffers[0], planes)
+        return queue.dequeue()
+
+    # -- streaming ---------------------------------------------------------------------------
+
+    def stream_on(self, buf_type: int, caller: Caller) -> None:
+        queue = self.queue(buf_type)
+        if not queue.stream_on():
+            return
+        try:
+            self._stream_started(queue, caller)
+        except BaseException:
+            queue.stream_off()  # start_streaming failed: vb2 hands the buffers back
+            raise
+        self.advance()
+
+    def stream_off(self, buf_type: int) -> None:
+        """STREAMOFF keeps the driver's internal buffers; only the queue is cancelled."""
+        queue = self.queue(buf_type)
+        if queue.is_output:
+            self._last_src = None
+            if self._draining:
+                self._deliver_last()  # v4l2_m2m_update_stop_streaming_state()
+        else:
+            self._draining = self._stopped = self._next_buf_last = False
+            self._last_src = None
+        queue.stream_off()
+        self.advance()
+
+    # -- drain: DECODER_CMD / ENCODER_CMD ------------------------------------------------------
+
+    def command(self, cmd: int, *, try_only: bool) -> None:
+        """START or STOP, as v4l2_m2m's stateful decoder/encoder command helpers do."""
+        if cmd not in (uapi.V4L2_DEC_CMD_START, uapi.V4L2_DEC_CMD_STOP):
+            raise KernelError(errno.EINVAL, f"command {cmd} is not supported (START {uapi.V4L2_DEC_CMD_START}, "
+                                            f"STOP {uapi.V4L2_DEC_CMD_STOP})")
+        if try_only:
+            return
+        if self._draining:
+            raise KernelError(errno.EBUSY, "a drain is in progress")
+        if cmd == uapi.V4L2_DEC_CMD_START:
+            self._stopped = False
+            self.queues[CAPTURE].last_buffer_dequeued = False
+        elif not self._stopped:
+            self._draining = True
+            self._last_src = self.queues[OUTPUT].last_queued()
+            if self._last_src is None:
+                self._deliver_last()
+        self.advance()
+
+    def _deliver_last(self) -> None:
+        """Return the next CAPTURE buffer empty with V4L2_BUF_FLAG_LAST, or mark the next one queued."""
+        capture = self.queues[CAPTURE]
+        dst = capture.peek()
+        if dst is None or not capture.streaming:
+            self._next_buf_last = True
+            return
+        capture.complete([0] * len(dst.lengths), uapi.V4L2_BUF_FLAG_LAST)
+        self._next_buf_last = False
+        if self._draining:
+            self._draining, self._stopped = False, True
+
+    # -- the frame clock ---------------------------------------------------------------------
+
+    def _ready(self) -> bool:
+        output, capture = self.queues[OUTPUT], self.queues[CAPTURE]
+        return (not self._stopped and output.streaming and capture.streaming
+                and output.peek() is not None and capture.peek() is not None)
+
+    def advance(self) -> None:
+        """Process every frame due by now: one OUTPUT buffer into one CAPTURE buffer per period."""
+        now = self.clock()
+        output, capture = self.queues[OUTPUT], self.queues[CAPTURE]
+        while True:
+            if not (self._prepare_frame() and self._ready()):
+                self._stalled = True
+                return
+            if self._stalled:
+                self._next_frame = max(self._next_frame, now)
+                self._stalled = False
+            if self._next_frame > now:
+                return
+            src, dst = output.peek(), capture.peek()
+            assert src is not None and dst is not None
+            bytesused, flags = self._frame_result(src, dst)
+            output.complete(src.bytesused)
+            last = src is self._last_src
+            capture.complete(bytesused, flags | (uapi.V4L2_BUF_FLAG_LAST if last else 0), src.timestamp)
+            if last:
+                self._last_src = None
+                self._draining, self._stopped = False, True
+            self._next_frame += self.frame_period
+
+    def next_event_time(self) -> Optional[float]:
+        """When the next frame completes, or None if processing waits for the application."""
+        if self._stalled:
+            return None
+        return self._next_frame
+
+    # -- close -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """release(): free every buffer, then remove the instance node (no leak report)."""
+        if self.closed:
+            return
+        self.closed = True
+        memtrack = self.memory.memtrack
+        for queue in self.queues.values():
+            queue.stream_off()
+            self._free_buffers(queue)
+        for leaves in self._internal_leaves():
+            leaves.free_all()
+        memtrack.unwatch(self.node)
+        memtrack.destroy(self.node)
