@@ -20,6 +20,12 @@ def _parser() -> argparse.ArgumentParser:
     mount.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground")
     mount.add_argument("--socket", help="driver socket path (default: /run/memtrackfs/<mountpoint>.sock)")
     mount.add_argument("--allow-other", action="store_true", help="let other users see the mount")
+    mount.add_argument("--driver-timeout", type=float, default=5.0, metavar="SECONDS",
+                       help="how long a device-node call waits for its driver (default 5)")
+    mount.add_argument("--heap", action="append", default=[], metavar="NAME[=SIZE]",
+                       help="a DMA-BUF heap, repeatable: 'system' or 'system-*' (page-scattered RAM, "
+                            "default 4G) or a CMA heap with its size, e.g. 'cma=256M' "
+                            "(default: --heap system --heap cma=256M)")
 
     umount = sub.add_parser("umount", help="unmount and wait for the daemon to exit")
     umount.add_argument("mountpoint")
@@ -36,8 +42,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         if args.command == "mount":
             from memtrackfs.daemon import mount
+            from memtrackfs.model.heaps import parse_heap_options
+            heaps = parse_heap_options(args.heap)  # refused here, before anything is mounted
             return mount(args.mountpoint, args.socket or default_socket_path(args.mountpoint),
-                         args.foreground, args.allow_other)
+                         args.foreground, args.allow_other, args.driver_timeout, heaps)
         if args.command == "umount":
             from memtrackfs.daemon import umount
             return umount(args.mountpoint)

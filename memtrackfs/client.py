@@ -52,6 +52,7 @@ class MemtrackClient:
         self._pending: dict[int, Future] = {}
         self._lock = threading.Lock()
         self._closed: Optional[BaseException] = None
+        self.closed = threading.Event()  # set when the connection ends, for whatever reason
         self._reader = threading.Thread(target=self._read_loop, name="memtrack-client", daemon=True)
         self._reader.start()
         self.server = self.call("hello", client=client, destroy_on_close=destroy_on_close)
@@ -92,6 +93,7 @@ class MemtrackClient:
             pending, self._pending = self._pending, {}
         for future in pending.values():
             future.set_exception(reason)
+        self.closed.set()
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         if "event" in message:

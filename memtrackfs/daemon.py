@@ -15,9 +15,10 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from memtrackfs.errors import KernelError
+from memtrackfs.model.heaps import DEFAULT_HEAPS, HeapSpec
 from memtrackfs.mounts import SOURCE_PREFIX, find_mount, is_memtrackfs, is_stale
 
 log = logging.getLogger("memtrackfs")
@@ -54,7 +55,8 @@ def prepare_mountpoint(mountpoint: str) -> Optional[str]:
     return note
 
 
-def serve(mountpoint: str, socket_path: str, on_ready: Callable[[], None], allow_other: bool = False) -> None:
+def serve(mountpoint: str, socket_path: str, on_ready: Callable[[], None], allow_other: bool = False,
+          driver_timeout: float = 5.0, heaps: Sequence[HeapSpec] = DEFAULT_HEAPS) -> None:
     """Run the daemon in this process until the mount goes away."""
     # Imported here: loading libfuse is the daemon's business, not that of `memtrackfs umount`.
     from memtrackfs.fs.adapter import MemtrackOperations, fuse
@@ -64,20 +66,23 @@ def serve(mountpoint: str, socket_path: str, on_ready: Callable[[], None], allow
 
     if "," in socket_path:
         raise KernelError(errno.EINVAL, f"socket path {socket_path!r} may not contain ','")
-    kernel = Kernel()
+    kernel = Kernel(driver_timeout=driver_timeout, heaps=heaps)
     server = DriverServer(kernel, socket_path)
     server.start()
     try:
         options = {"allow_other": True} if allow_other else {}
         fuse.FUSE(MemtrackOperations(kernel, build_tree(kernel), on_ready), mountpoint,
                   foreground=True, raw_fi=True, default_permissions=True,
-                  fsname=SOURCE_PREFIX + socket_path, subtype="memtrackfs", **options)
+                  fsname=SOURCE_PREFIX + socket_path, subtype="memtrackfs",
+                  # Names come and go with the model (roots, buffers, device nodes): no caching.
+                  entry_timeout=0, attr_timeout=0, negative_timeout=0, **options)
     finally:
         server.close()
         kernel.shutdown()
 
 
-def mount(mountpoint: str, socket_path: str, foreground: bool, allow_other: bool = False) -> int:
+def mount(mountpoint: str, socket_path: str, foreground: bool, allow_other: bool = False,
+          driver_timeout: float = 5.0, heaps: Sequence[HeapSpec] = DEFAULT_HEAPS) -> int:
     mountpoint = os.path.abspath(mountpoint)
     note = prepare_mountpoint(mountpoint)
     if note:
@@ -88,12 +93,13 @@ def mount(mountpoint: str, socket_path: str, foreground: bool, allow_other: bool
               flush=True)
 
     if foreground:
-        serve(mountpoint, socket_path, announce, allow_other)
+        serve(mountpoint, socket_path, announce, allow_other, driver_timeout, heaps)
         return 0
-    return _mount_in_background(mountpoint, socket_path, allow_other)
+    return _mount_in_background(mountpoint, socket_path, allow_other, driver_timeout, heaps)
 
 
-def _mount_in_background(mountpoint: str, socket_path: str, allow_other: bool) -> int:
+def _mount_in_background(mountpoint: str, socket_path: str, allow_other: bool, driver_timeout: float,
+                         heaps: Sequence[HeapSpec]) -> int:
     log_path = os.path.splitext(socket_path)[0] + ".log"
     read_end, write_end = os.pipe()
     child = os.fork()
@@ -105,7 +111,7 @@ def _mount_in_background(mountpoint: str, socket_path: str, allow_other: bool) -
         _detach_stdio(log_path)
         try:
             serve(mountpoint, socket_path, lambda: os.write(write_end, f"ok {os.getpid()}\n".encode()),
-                  allow_other)
+                  allow_other, driver_timeout, heaps)
         except BaseException as exc:  # report to the waiting parent, whatever it was
             os.write(write_end, f"error {exc}\n".encode())
             os._exit(1)

@@ -1,8 +1,9 @@
 """The emulated kernel: the whole model behind one lock, and the delivery of notifications.
 
 Lock discipline (the only rules; see README "Locking"):
-1. ``Kernel.lock`` guards every model object (tracker, kernel log, dynamic debug sites, and the
-   server's handle registry). Every read or change of them happens inside ``transaction()``.
+1. ``Kernel.lock`` guards every model object (tracker, kernel log, dynamic debug sites, device
+   table, dma-bufs and heaps, and the server's handle registry). Every read or change of them
+   happens inside ``transaction()``.
 2. Nothing blocking happens under it: no socket or FUSE I/O, no callbacks. Notification callbacks
    are collected during the transaction and called after the lock is released.
 3. Other locks (``DelayedWork``'s condition, a connection's send lock, the FUSE handle table) are
@@ -13,9 +14,12 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from memtrackfs.delayed_work import DelayedWork
+from memtrackfs.devices import DeviceTable
+from memtrackfs.model.dmabuf import DmaBufTable
+from memtrackfs.model.heaps import DEFAULT_HEAPS, HeapSpec, build_heaps
 from memtrackfs.model.kmsg import LEVEL_WARNING, KernelLog
 from memtrackfs.model.tracker import Node, NotifyCallback, Tracker, debug_sites
 
@@ -23,11 +27,16 @@ from memtrackfs.model.tracker import Node, NotifyCallback, Tracker, debug_sites
 class Kernel:
     """One emulated board's kernel state, shared by the FUSE adapter and the driver socket."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, driver_timeout: float = 5.0,
+                 heaps: Sequence[HeapSpec] = DEFAULT_HEAPS) -> None:
         self.lock = threading.Lock()
         boot = clock()
         self.log = KernelLog(lambda: int((clock() - boot) * 1_000_000), debug_sites())
         self.tracker = Tracker(self.log)
+        self.heaps = build_heaps(heaps, self.log)
+        self.dmabufs = DmaBufTable()
+        self.devices = DeviceTable()
+        self.driver_timeout = driver_timeout  # how long a device-node call waits for its driver
         self._delayed = DelayedWork(self._fire_delayed)
 
     @contextmanager

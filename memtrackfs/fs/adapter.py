@@ -6,6 +6,7 @@ procfs and debugfs.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import itertools
 import os
@@ -13,7 +14,7 @@ import stat
 import time
 from typing import Any, Callable, Optional
 
-from memtrackfs.fs.entries import Directory, Entry, File, OpenFile
+from memtrackfs.fs.entries import DeviceFile, Directory, Entry, File, OpenFile
 from memtrackfs.fs.fuselib import load_fuse_module
 from memtrackfs.kernel import Kernel
 
@@ -67,6 +68,19 @@ class MemtrackOperations(fuse.Operations):
             }
         return attrs
 
+    @staticmethod
+    def _caller() -> tuple[int, int]:
+        """(tgid, pid) of the calling thread, as ``current`` has them (FUSE gives the thread id)."""
+        pid = fuse.fuse_get_context()[2]
+        try:
+            with open(f"/proc/{pid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Tgid:"):
+                        return int(line.split()[1]), pid
+        except OSError:
+            pass
+        return pid, pid
+
     def _file(self, path: str) -> File:
         entry = self._resolve(path)
         if not isinstance(entry, File):
@@ -87,9 +101,11 @@ class MemtrackOperations(fuse.Operations):
 
     def open(self, path: str, fi: Any) -> int:
         entry = self._file(path)
-        fh = next(self._fh)
-        self._open[fh] = OpenFile(entry)
-        fi.fh = fh
+        handle = OpenFile(entry, next(self._fh))
+        if isinstance(entry, DeviceFile):
+            entry.open(handle, fi.flags, *self._caller())
+        self._open[handle.fh] = handle
+        fi.fh = handle.fh
         fi.direct_io = 1
         return 0
 
@@ -112,6 +128,27 @@ class MemtrackOperations(fuse.Operations):
         self._file(path)
         return 0
 
+    def ioctl(self, path: str, cmd: int, arg: Any, fi: Any, flags: int, data: Any) -> int:
+        handle = self._open.get(fi.fh)
+        if handle is None:
+            raise fuse.FuseOSError(errno.EBADF)
+        if not isinstance(handle.entry, DeviceFile):
+            raise fuse.FuseOSError(errno.ENOTTY)
+        cmd &= 0xFFFFFFFF  # the bindings pass it as a signed int
+        # The _IOC encoding tells how many bytes come in (_IOC_WRITE) and go back (_IOC_READ).
+        direction, size = cmd >> 30, (cmd >> 16) & 0x3FFF
+        data_in = ctypes.string_at(data, size) if direction & 1 and size and data else b""
+        out_size = size if direction & 2 else 0
+        out = handle.entry.ioctl(handle, cmd, arg or 0, data_in, out_size, *self._caller())
+        if out and data:
+            ctypes.memmove(data, out, len(out))
+        return 0
+
     def release(self, path: str, fi: Any) -> int:
-        self._open.pop(fi.fh, None)
+        handle = self._open.pop(fi.fh, None)
+        if handle is not None and isinstance(handle.entry, DeviceFile):
+            try:
+                handle.entry.release(handle)
+            except OSError:
+                pass  # close() cannot fail for the application; the driver's loss is its own
         return 0

@@ -6,10 +6,12 @@ maps paths and file handles onto them. ``lookup``/``names``/``render`` run under
 """
 from __future__ import annotations
 
+import base64
 import errno
 import stat
-from typing import Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
+from memtrackfs.devices import DeviceNode
 from memtrackfs.errors import KernelError
 from memtrackfs.kernel import Kernel
 from memtrackfs.render.kmsg import render_kmsg_record
@@ -18,10 +20,11 @@ from memtrackfs.render.kmsg import render_kmsg_record
 class OpenFile:
     """One open() of a file: its entry, its snapshot (rendered at the first read at offset 0)."""
 
-    __slots__ = ("entry", "snapshot", "cursor")
+    __slots__ = ("entry", "fh", "snapshot", "cursor")
 
-    def __init__(self, entry: "File") -> None:
+    def __init__(self, entry: "File", fh: int) -> None:
         self.entry = entry
+        self.fh = fh
         self.snapshot: Optional[bytes] = None
         self.cursor = 0  # dev/kmsg: sequence number of the next record to return
 
@@ -112,3 +115,45 @@ class KmsgFile(File):
             raise KernelError(errno.EINVAL, "read buffer smaller than the next record")
         handle.cursor += 1
         return data
+
+
+class DeviceFile(File):
+    """A device node served by a driver: open, ioctl and release go to it and wait (bounded).
+
+    It is a regular file, not a character device: the kernel would route a device node's
+    operations by its device number, past FUSE.
+    """
+
+    mode = 0o666
+
+    def __init__(self, node: DeviceNode, timeout: float) -> None:
+        self.node = node
+        self.timeout = timeout
+
+    def _call(self, event: dict[str, Any]) -> dict[str, Any]:
+        if not self.node.alive:
+            raise KernelError(errno.ENODEV, f"dev/{self.node.name}: its driver is gone")
+        reply = self.node.driver.call({**event, "device": self.node.name}, self.timeout)
+        if reply["result"]:
+            name = reply["result"]
+            raise KernelError(getattr(errno, name), f"dev/{self.node.name}: driver answered {name}")
+        return reply
+
+    def open(self, handle: OpenFile, flags: int, tgid: int, pid: int) -> None:
+        self._call({"event": "open", "file": handle.fh, "flags": flags, "tgid": tgid, "pid": pid})
+
+    def ioctl(self, handle: OpenFile, cmd: int, arg: int, data_in: bytes, out_size: int,
+              tgid: int, pid: int) -> bytes:
+        reply = self._call({"event": "ioctl", "file": handle.fh, "cmd": cmd, "arg": arg, "tgid": tgid,
+                            "pid": pid, "in": base64.b64encode(data_in).decode(), "out_size": out_size})
+        return reply["out"][:out_size]
+
+    def release(self, handle: OpenFile) -> None:
+        if self.node.alive:
+            self._call({"event": "release", "file": handle.fh})
+
+    def read(self, kernel: Kernel, handle: OpenFile, size: int, offset: int) -> bytes:
+        raise KernelError(errno.EINVAL, "a V4L2 mem2mem device has no read()")
+
+    def write(self, data: bytes) -> None:
+        raise KernelError(errno.EINVAL, "a V4L2 mem2mem device has no write()")

@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 import errno
-from typing import Optional
+from typing import Callable, Optional
 
 from memtrackfs.errors import KernelError
-from memtrackfs.fs.entries import Directory, Entry, GeneratedFile, KmsgFile
+from memtrackfs.fs.entries import DeviceFile, Directory, Entry, GeneratedFile, KmsgFile
 from memtrackfs.kernel import Kernel
+from memtrackfs.model.dmabuf import DmaBuf, DmaBufTable
+from memtrackfs.model.heaps import first_cma_heap
 from memtrackfs.model.tracker import Node
+from memtrackfs.render.dma_buf import render_dma_buf_bufinfo, render_dma_buf_exporter_name, render_dma_buf_size
 from memtrackfs.render.dynamic_debug import apply_dynamic_debug_query, render_dynamic_debug_control
 from memtrackfs.render.memtrack import render_memtrack
+from memtrackfs.render.rk_dma_heap import render_rk_dma_heap_alloc_bitmap
+from memtrackfs.render.rk_dmabuf import (render_rk_dmabuf_dev, render_rk_dmabuf_peak, render_rk_dmabuf_sgt,
+                                         render_rk_dmabuf_size, write_rk_dmabuf_peak)
 
 
 def _memtrack_file(root: Node) -> GeneratedFile:
@@ -21,8 +27,51 @@ def _memtrack_file(root: Node) -> GeneratedFile:
     return GeneratedFile(render)
 
 
+def _dmabuf_sysfs_dir(buf: DmaBuf) -> Directory:
+    def attribute(render: Callable[[DmaBuf], bytes]) -> GeneratedFile:
+        def read() -> bytes:
+            if not buf.alive:
+                # sysfs: a released buffer's kobject is gone and its open files answer ENODEV.
+                raise KernelError(errno.ENODEV, f"dma-buf {buf.ino} was released")
+            return render(buf)
+        return GeneratedFile(read)
+    return Directory({"exporter_name": attribute(render_dma_buf_exporter_name),
+                      "size": attribute(render_dma_buf_size)}, mode=0o755)
+
+
+def _dmabuf_buffers_dir(dmabufs: DmaBufTable) -> Directory:
+    """sys/kernel/dmabuf/buffers: one directory per live buffer, named by its inode number."""
+    def lookup(name: str) -> Optional[Entry]:
+        if not (name.isascii() and name.isdigit()) or name != str(int(name)):
+            return None
+        buf = dmabufs.buffers.get(int(name))
+        return None if buf is None else _dmabuf_sysfs_dir(buf)
+    return Directory(mode=0o755, lookup=lookup, names=lambda: [str(ino) for ino in dmabufs.buffers])
+
+
+def _proc_dir(kernel: Kernel) -> Directory:
+    dmabufs = kernel.dmabufs
+    cma = first_cma_heap(kernel.heaps)
+    # Rockchip shows the bitmap of its one (default) CMA heap.
+    rk_dma_heap = {} if cma is None else {"alloc_bitmap": GeneratedFile(lambda: render_rk_dma_heap_alloc_bitmap(cma))}
+    return Directory({
+        "rk_dmabuf": Directory({
+            "size": GeneratedFile(lambda: render_rk_dmabuf_size(dmabufs)),
+            "peak": GeneratedFile(lambda: render_rk_dmabuf_peak(dmabufs),
+                                  lambda data: write_rk_dmabuf_peak(dmabufs, data)),
+            "dev": GeneratedFile(lambda: render_rk_dmabuf_dev(dmabufs)),
+            "sgt": GeneratedFile(lambda: render_rk_dmabuf_sgt(dmabufs)),
+        }),
+        "rk_dma_heap": Directory(rk_dma_heap),
+    })
+
+
 def build_tree(kernel: Kernel) -> Directory:
     tracker, log = kernel.tracker, kernel.log
+
+    def device_lookup(name: str) -> Optional[Entry]:
+        node = kernel.devices.nodes.get(name)
+        return None if node is None else DeviceFile(node, kernel.driver_timeout)
 
     def memtrack_lookup(name: str) -> Optional[Entry]:
         root = tracker.roots.get(name)
@@ -34,9 +83,16 @@ def build_tree(kernel: Kernel) -> Directory:
             "control": GeneratedFile(lambda: render_dynamic_debug_control(log.sites),
                                      lambda data: apply_dynamic_debug_query(log.sites, data)),
         }, mode=0o755),
+        "dma_buf": Directory({
+            "bufinfo": GeneratedFile(lambda: render_dma_buf_bufinfo(kernel.dmabufs)),
+        }, mode=0o755),
     }, mode=0o700)  # debugfs is root-only on a real board
     return Directory({
-        "dev": Directory({"kmsg": KmsgFile()}, mode=0o755),
-        "proc": Directory(),
-        "sys": Directory({"kernel": Directory({"debug": debug}, mode=0o755)}, mode=0o755),
+        "dev": Directory({"kmsg": KmsgFile()}, mode=0o755, lookup=device_lookup,
+                         names=lambda: list(kernel.devices.nodes)),
+        "proc": _proc_dir(kernel),
+        "sys": Directory({"kernel": Directory({
+            "debug": debug,
+            "dmabuf": Directory({"buffers": _dmabuf_buffers_dir(kernel.dmabufs)}, mode=0o755),
+        }, mode=0o755)}, mode=0o755),
     }, mode=0o755)

@@ -13,9 +13,13 @@ from typing import Any, Callable
 from memtrackfs import __version__
 from memtrackfs.errors import KernelError
 from memtrackfs.kernel import Kernel
+from memtrackfs.model.heaps import Allocation
 from memtrackfs.model.kmsg import LEVEL_INFO
 from memtrackfs.model.tracker import SIZE_MAX, Node
 from memtrackfs.server import fields
+from memtrackfs.server.device_ops import DEVICE_OPS, close_endpoint
+from memtrackfs.server.dmabuf_ops import DMABUF_OPS
+from memtrackfs.server.driver_endpoint import DriverEndpoint
 from memtrackfs.server.fields import INT32_MAX
 from memtrackfs.server.protocol import PROTOCOL_VERSION
 
@@ -64,6 +68,8 @@ class Session:
         self.destroy_on_close = False
         self.created: list[Node] = []
         self.watches: dict[Node, Callable[[Node, int], None]] = {}
+        self.endpoint: DriverEndpoint | None = None  # set when it registers a device node
+        self.allocations: dict[int, Allocation] = {}  # heap memory it took without a dma-buf
         self._requests = 0
         self._prune_at = 64
 
@@ -155,7 +161,10 @@ class Session:
 
     def op_destroy(self, request: dict[str, Any]) -> Reply:
         with self.kernel.transaction() as k:
-            self.registry.forget(k.tracker.destroy(self._node(request)))
+            dead = k.tracker.destroy(self._node(request))
+            self.registry.forget(dead)
+            for node in dead:
+                self.watches.pop(node, None)
         return {}
 
     def op_delay(self, request: dict[str, Any]) -> Reply:
@@ -203,12 +212,18 @@ class Session:
     # -- end of the connection ----------------------------------------------------------------
 
     def close(self) -> None:
-        """The peer is gone: drop its watches; destroy what it made if it asked for that."""
+        """The peer is gone: its device nodes go, its watches drop; what it made too if it asked."""
+        close_endpoint(self)
         with self.kernel.transaction() as k:
             for node, callback in self.watches.items():
                 if node.notify is callback:
                     k.tracker.unregister_notify(node)
             self.watches.clear()
+            # Its dma-buf references go as a dead process's fds close: unreferenced buffers are released.
+            k.dmabufs.release_holder(self)
+            for allocation in self.allocations.values():
+                allocation.release()
+            self.allocations.clear()
             if self.destroy_on_close:
                 for node in self.created:
                     if node.alive:
@@ -221,3 +236,5 @@ class Session:
 _OPS: dict[str, Callable[[Session, dict[str, Any]], Reply]] = {
     name[3:]: method for name, method in vars(Session).items() if name.startswith("op_")
 }
+_OPS.update(DEVICE_OPS)
+_OPS.update(DMABUF_OPS)

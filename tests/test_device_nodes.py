@@ -1,0 +1,161 @@
+"""Device nodes served by a driver over the socket: forwarding, caller context, user memory, faults."""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Mount, memtrackfs
+
+# A generic test driver: answers open/release with 0; for ioctl 0xc0105601 (_IOWR('V', 1, 16 bytes))
+# it reads 8 bytes at the address held in the argument's first 8 bytes (a pointer, as in
+# v4l2_ext_controls), writes them back reversed there, and returns the argument with its second
+# half replaced by its caller's tgid; cmd 0x40045602 answers EBUSY; anything else is ENOTTY;
+# cmd 0x40045603 never answers.
+DRIVER = r"""
+import base64, struct, sys, threading, time
+from memtrackfs.client import MemtrackClient
+client = None
+def handle(ev):
+    answer = {"call": ev["call"]}
+    if ev["event"] == "ioctl":
+        cmd, data = ev["cmd"], base64.b64decode(ev["in"])
+        if cmd == 0xc0105601:
+            addr = struct.unpack_from("<Q", data)[0]
+            inner = base64.b64decode(client.call("copy_from_user", call=ev["call"], addr=addr, len=8)["data"])
+            client.call("copy_to_user", call=ev["call"], addr=addr, data=base64.b64encode(inner[::-1]).decode())
+            answer["out"] = base64.b64encode(data[:8] + struct.pack("<Q", ev["tgid"])).decode()
+        elif cmd == 0x40045603:
+            return
+        else:
+            answer["result"] = "EBUSY" if cmd == 0x40045602 else "ENOTTY"
+    print(ev["event"], ev.get("tgid"), ev.get("pid"), flush=True)
+    client.call("complete", **answer)
+def on_event(ev):
+    if "call" in ev:
+        threading.Thread(target=handle, args=(ev,)).start()
+client = MemtrackClient(sys.argv[1], client="testdrv", on_event=on_event)
+client.call("register_device", name="video7")
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+# A client process using the node like a V4L2 application would.
+APP = r"""
+import ctypes, errno, fcntl, os, struct, sys, threading
+fd = os.open(sys.argv[1], os.O_RDWR)
+cell = ctypes.create_string_buffer(b"12345678", 8)
+arg = bytearray(struct.pack("<QQ", ctypes.addressof(cell), 0))
+result = {}
+def worker():
+    result["ret"] = fcntl.ioctl(fd, 0xc0105601, arg)
+    result["tid"] = threading.get_native_id()
+t = threading.Thread(target=worker); t.start(); t.join()
+print(result["ret"], cell.raw.decode(), struct.unpack("<QQ", arg)[1], os.getpid(), result["tid"])
+try:
+    fcntl.ioctl(fd, 0x40045602, b"\0" * 4)
+except OSError as e:
+    print("busy", errno.errorcode[e.errno])
+try:
+    fcntl.ioctl(fd, 0x5401, b"\0" * 60)
+except OSError as e:
+    print("tcgets", errno.errorcode[e.errno])
+os.close(fd)
+"""
+
+
+@pytest.fixture
+def short_timeout_mount(tmp_path: Path):
+    mount = Mount(tmp_path / "mnt", tmp_path / "driver.sock")
+    memtrackfs("mount", str(mount.path), "--socket", str(mount.socket), "--driver-timeout", "1")
+    try:
+        yield mount
+    finally:
+        mount.umount()
+
+
+@pytest.fixture
+def driver(short_timeout_mount: Mount):
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(short_timeout_mount.socket)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\n"
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_calls_reach_the_driver_with_context_and_user_memory(short_timeout_mount: Mount, driver) -> None:
+    node = short_timeout_mount / "dev/video7"
+    assert os.listdir(short_timeout_mount / "dev") == ["kmsg", "video7"]
+    app = subprocess.run([sys.executable, "-c", APP, str(node)], capture_output=True, text=True, check=True)
+    ret, cell, tgid_seen, pid, tid = app.stdout.splitlines()[0].split()
+    assert (ret, cell, int(tgid_seen)) == ("0", "87654321", int(pid))
+    assert app.stdout.splitlines()[1:] == ["busy EBUSY", "tcgets ENOTTY"]
+    events = [driver.stdout.readline().split() for _ in range(5)]
+    assert events[0] == ["open", pid, pid]
+    assert events[1] == ["ioctl", pid, tid]  # the ioctl came from another thread: pid is the thread's
+    assert events[4][0] == "release"
+
+
+def test_a_silent_driver_times_out_instead_of_hanging(short_timeout_mount: Mount, driver) -> None:
+    fd = os.open(short_timeout_mount / "dev/video7", os.O_RDWR)
+    try:
+        started = time.monotonic()
+        with pytest.raises(OSError) as err:
+            fcntl.ioctl(fd, 0x40045603, b"\0" * 4)
+        assert err.value.errno == errno.ETIMEDOUT and time.monotonic() - started < 5
+        os.kill(driver.pid, signal.SIGSTOP)  # a stopped driver: bounded too
+        try:
+            started = time.monotonic()
+            with pytest.raises(OSError) as err:
+                fcntl.ioctl(fd, 0x40045602, b"\0" * 4)
+            assert err.value.errno == errno.ETIMEDOUT and time.monotonic() - started < 5
+        finally:
+            os.kill(driver.pid, signal.SIGCONT)
+    finally:
+        os.close(fd)
+
+
+def test_a_dead_driver_makes_its_nodes_fail_with_enodev(short_timeout_mount: Mount, driver) -> None:
+    fd = os.open(short_timeout_mount / "dev/video7", os.O_RDWR)
+    try:
+        driver.kill()
+        driver.wait()
+        deadline = time.monotonic() + 5
+        while "video7" in os.listdir(short_timeout_mount / "dev") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert os.listdir(short_timeout_mount / "dev") == ["kmsg"]
+        with pytest.raises(OSError) as err:
+            fcntl.ioctl(fd, 0x40045602, b"\0" * 4)
+        assert err.value.errno == errno.ENODEV
+    finally:
+        os.close(fd)  # still closes cleanly
+    with pytest.raises(FileNotFoundError):
+        os.open(short_timeout_mount / "dev/video7", os.O_RDWR)
+    assert "removed: driver testdrv disconnected" in "\n".join(short_timeout_mount.kmsg())
+
+
+def test_ioctl_on_an_ordinary_file_is_enotty_and_bad_registrations_are_refused(mount: Mount) -> None:
+    fd = os.open(mount / "dev/kmsg", os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as err:
+            fcntl.ioctl(fd, 0x80685600, bytearray(104))
+        assert err.value.errno == errno.ENOTTY
+    finally:
+        os.close(fd)
+    with mount.client() as c:
+        c.call("register_device", name="video0")
+        for name, code in (("video0", "EEXIST"), ("kmsg", "EINVAL"), ("../x", "EINVAL")):
+            with pytest.raises(OSError) as refused:
+                c.call("register_device", name=name)
+            assert refused.value.errno_name == code
+        with pytest.raises(OSError) as refused:
+            c.call("complete", call=12345)
+        assert refused.value.errno_name == "ENOENT"
