@@ -1,0 +1,210 @@
+"""vpu_sim behind real device nodes: real client processes, the RFC's tree, the control, faults."""
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest import ROOT, Mount, start_mount
+from vpu_sim import uapi
+
+TREE = "sys/kernel/debug/v4l2-memtrack/amphion-vpu"
+DECODER, ENCODER = "dev/video0", "dev/video1"
+
+
+def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def start_daemon(mount: Mount, *args: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "vpu_sim", "daemon", "--mount", str(mount.path), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: (mount / ENCODER).exists() or proc.poll() is not None, what="vpu_sim's nodes")
+    assert proc.poll() is None, proc.stdout.read()
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def vpu(tmp_path: Path) -> Iterator[Mount]:
+    mount = start_mount(tmp_path)
+    daemon = start_daemon(mount)
+    try:
+        yield mount
+    finally:
+        stop(daemon)
+        mount.umount()
+
+
+def instances(mount: Mount) -> list[list[str]]:
+    """The tree's instance subtrees, each as its lines (indentation stripped)."""
+    found: list[list[str]] = []
+    for line in mount.read(TREE).decode().splitlines():
+        if line.startswith("  instance "):
+            found.append([line.strip()])
+        elif line.startswith("    ") and found:
+            found[-1].append(line.strip())
+    return found
+
+
+def usage_of(line: str) -> int:
+    return int(re.search(r"usage: (\d+)", line).group(1))
+
+
+# A client written against the UAPI in Python: fcntl.ioctl with ctypes structs (vpu_sim.v4l2).
+PY_CLIENT = r"""
+import os, sys, time
+from vpu_sim import uapi
+from vpu_sim.v4l2 import CAPTURE, OUTPUT, V4l2Device
+dev = V4l2Device(sys.argv[1])
+dev.set_format(OUTPUT, uapi.V4L2_PIX_FMT_H264, 1920, 1080)
+outputs = dev.request_buffers(OUTPUT, 8)
+dev.get_format(OUTPUT)
+dev.stream_on(OUTPUT)
+for i in range(outputs):
+    dev.queue(OUTPUT, i, [100000])
+dev.get_format(CAPTURE)
+for i in range(dev.request_buffers(CAPTURE, dev.get_control(uapi.V4L2_CID_MIN_BUFFERS_FOR_CAPTURE))):
+    dev.queue(CAPTURE, i)
+dev.stream_on(CAPTURE)
+for _ in range(int(sys.argv[2])):
+    dev.queue(OUTPUT, dev.dequeue(OUTPUT).index, [100000])
+    dev.queue(CAPTURE, dev.dequeue(CAPTURE).index)
+time.sleep(0.4)
+print("usage", dev.get_control64(uapi.V4L2_CID_MEMORY_USAGE), "tgid", os.getpid(), flush=True)
+sys.stdin.readline()
+"""
+
+
+def _c_client(tmp_path: Path) -> list[str]:
+    gcc = shutil.which("gcc")
+    assert gcc, "scripts/install.sh installs gcc; the C client test needs it"
+    binary = tmp_path / "v4l2_client"
+    subprocess.run([gcc, "-Wall", "-Werror", "-o", str(binary), str(ROOT / "tests/c/v4l2_client.c")], check=True)
+    return [str(binary)]
+
+
+@pytest.mark.parametrize("language", ["python", "c"])
+def test_a_uapi_client_sees_its_instance_usage_through_the_control(vpu: Mount, tmp_path: Path, language: str) -> None:
+    command = [sys.executable, "-c", PY_CLIENT] if language == "python" else _c_client(tmp_path)
+    app = subprocess.Popen([*command, str(vpu / DECODER), "5"], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = app.stdout.readline()
+        assert line.startswith("usage "), app.stderr.read()
+        words = line.split()
+        usage, tgid = int(words[1]), int(words[3])
+        [instance] = instances(vpu)
+        assert instance[0].startswith(f"instance (tgid={tgid}, pid={tgid}) usage: {usage}")
+        assert usage == usage_of(instance[0]) > 0
+    finally:
+        app.communicate("\n", timeout=10)
+    assert app.returncode == 0
+    wait_for(lambda: instances(vpu) == [], what="the instance to go at close")
+
+
+def test_1080p_decode_and_encode_show_the_model_sizes(vpu: Mount) -> None:
+    apps = [subprocess.Popen([sys.executable, "-m", "vpu_sim", name, "--mount", str(vpu.path), "--seconds", "1.5"],
+                             stdout=subprocess.PIPE, text=True) for name in ("play", "encode")]
+    try:
+        wait_for(lambda: sum("ref-frame" in "".join(i) for i in instances(vpu)) == 1
+                 and sum("dcp" in "".join(i) for i in instances(vpu)) == 1, what="both instances set up")
+        trees = {("decoder" if any("mbi" in l for l in i) else "encoder"): i for i in instances(vpu)}
+    finally:
+        for app in apps:
+            app.wait(20)
+    dec, enc = trees["decoder"], trees["encoder"]
+    leaves = lambda lines, name: [usage_of(l) for l in lines if l.startswith(name + " [leaf]")]
+    assert leaves(dec, "bitstream-ring-buffer") == [12582912]
+    assert leaves(dec, "udata") == [4096]
+    assert leaves(dec, "mbi") == [917504] * 7     # num_ref + num_dpb at 1080p H.264
+    assert leaves(dec, "dcp") == [2040000] * 2
+    # output: 8 compressed planes of 1920*1080, page-aligned; capture: NV12M_8L128 planes
+    assert [l for l in dec if l.startswith("output ")][0].endswith(f"usage: {8 * 2076672} (count=8)")
+    captures = [l for l in dec if l.startswith("capture ")][0]
+    count = int(re.search(r"count=(\d+)", captures).group(1))
+    assert usage_of(captures) == count // 2 * (2359296 + 1310720)
+    assert leaves(enc, "bitstream-ring-buffer") == [3145728]
+    assert leaves(enc, "enc-frame") == [3110400] * 6
+    assert leaves(enc, "ref-frame") == [3110400] * 3
+    assert [l for l in enc if l.startswith("output ")][0].endswith(f"usage: {6 * (2076672 + 1040384)} (count=12)")
+    assert all(app.returncode == 0 for app in apps)
+
+
+def test_a_client_killed_mid_stream_loses_its_instance(vpu: Mount) -> None:
+    base = usage_of(vpu.read(TREE).decode().splitlines()[1])
+    app = subprocess.Popen([sys.executable, "-m", "vpu_sim", "play", "--mount", str(vpu.path), "--seconds", "30",
+                            "--export-to", "display-subsystem"], stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: any("dcp" in "".join(i) for i in instances(vpu)), what="decoding to start")
+        assert vpu.read("proc/rk_dmabuf/size") != b"Total: 0 KiB\n"
+        app.kill()
+        app.wait()
+        wait_for(lambda: instances(vpu) == [], what="the killed client's instance to go")
+    finally:
+        app.kill()
+        app.wait()
+    assert usage_of(vpu.read(TREE).decode().splitlines()[1]) == base
+    assert vpu.read("proc/rk_dmabuf/size") == b"Total: 0 KiB\n"
+
+
+def test_a_ninth_decoder_instance_is_busy(vpu: Mount) -> None:
+    fds = [os.open(vpu / DECODER, os.O_RDWR) for _ in range(8)]
+    try:
+        with pytest.raises(OSError) as busy:
+            os.open(vpu / DECODER, os.O_RDWR)
+        assert busy.value.errno == errno.EBUSY
+        assert len(instances(vpu)) == 8
+        os.close(fds.pop())
+        fds.append(os.open(vpu / DECODER, os.O_RDWR))  # a slot is free again
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def test_a_killed_daemon_makes_nodes_fail_and_a_restart_works(tmp_path: Path) -> None:
+    mount = start_mount(tmp_path)
+    daemon = start_daemon(mount)
+    try:
+        fd = os.open(mount / DECODER, os.O_RDWR)
+        daemon.kill()
+        daemon.wait()
+        wait_for(lambda: not (mount / DECODER).exists(), what="the nodes to go")
+        started = time.monotonic()
+        with pytest.raises(OSError) as gone:
+            fcntl.ioctl(fd, uapi.VIDIOC_QUERYCAP, bytearray(ctypes.sizeof(uapi.v4l2_capability)))
+        assert gone.value.errno == errno.ENODEV and time.monotonic() - started < 2
+        os.close(fd)
+        assert not (mount / TREE).exists()          # the driver's tree went with it
+        assert sorted(os.listdir(mount.path)) == ["dev", "proc", "sys"]  # memtrackfs stays up
+        daemon = start_daemon(mount)
+        done = subprocess.run([sys.executable, "-m", "vpu_sim", "play", "--mount", str(mount.path), "--seconds", "0.5"],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0 and " frames" in done.stdout
+    finally:
+        stop(daemon)
+        mount.umount()
