@@ -1,0 +1,94 @@
+"""Helpers for tests that need a real memtrackfs (and vpu_sim): used by the pytest plugin.
+
+Everything here runs the real commands as separate processes (``python -m memtrackfs mount``,
+``python -m vpu_sim daemon``), exactly as a user would.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from memtrackfs.client import MemtrackClient
+from memtrackfs.mounts import read_mounts
+
+MEMTRACK_DIR = "sys/kernel/debug/v4l2-memtrack"
+
+
+def memtrackfs(*args: str, env: Optional[dict[str, str]] = None, check: bool = True,
+               timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run the memtrackfs command (a separate process); its output is captured as bytes."""
+    return subprocess.run([sys.executable, "-m", "memtrackfs", *args], capture_output=True,
+                          env=env, check=check, timeout=timeout)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Mount:
+    """A live memtrackfs mount: its mount point, its socket, and helpers to use both."""
+
+    def __init__(self, path: Path, socket: Path) -> None:
+        self.path = path
+        self.socket = socket
+
+    def __truediv__(self, relative: str) -> Path:
+        return self.path / relative
+
+    def read(self, relative: str) -> bytes:
+        with open(self.path / relative, "rb") as f:
+            return f.read()
+
+    def tree(self, root: str = "amphion-vpu") -> str:
+        """The v4l2-memtrack file of a tracker root, as text."""
+        return self.read(f"{MEMTRACK_DIR}/{root}").decode()
+
+    def kmsg(self) -> list[str]:
+        """dev/kmsg's records, read with cat (one record per read(), as the kernel's device does)."""
+        done = subprocess.run(["cat", str(self.path / "dev/kmsg")], capture_output=True, check=True)
+        return done.stdout.decode().splitlines()
+
+    def client(self, **kwargs: object) -> MemtrackClient:
+        return MemtrackClient(str(self.socket), **kwargs)
+
+    def umount(self) -> None:
+        if any(m.mountpoint == str(self.path) for m in read_mounts()):
+            memtrackfs("umount", str(self.path))
+
+
+def start_mount(base: Path, *options: str, env: Optional[dict[str, str]] = None) -> Mount:
+    """Mount a fresh memtrackfs at ``base/mnt`` with its socket at ``base/driver.sock``."""
+    mount = Mount(base / "mnt", base / "driver.sock")
+    memtrackfs("mount", str(mount.path), "--socket", str(mount.socket), *options, env=env)
+    return mount
+
+
+def start_vpu_sim(mount: Mount, *args: str) -> subprocess.Popen:
+    """Start ``vpu-sim daemon`` on the mount; return once its decoder and encoder nodes exist."""
+    proc = subprocess.Popen([sys.executable, "-m", "vpu_sim", "daemon", "--mount", str(mount.path), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: (mount / "dev/video1").exists() or proc.poll() is not None, what="vpu_sim's nodes")
+    if proc.poll() is not None:
+        raise RuntimeError(f"vpu-sim daemon exited: {proc.stdout.read()}")
+    return proc
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it does not go in time."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
