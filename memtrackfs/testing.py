@@ -5,14 +5,16 @@ Everything here runs the real commands as separate processes (``python -m memtra
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Callable, Optional
 
 from memtrackfs.client import MemtrackClient
-from memtrackfs.mounts import read_mounts
+from memtrackfs.mounts import read_mounts, runtime_dir
 
 MEMTRACK_DIR = "sys/kernel/debug/v4l2-memtrack"
 
@@ -20,8 +22,11 @@ MEMTRACK_DIR = "sys/kernel/debug/v4l2-memtrack"
 def memtrackfs(*args: str, env: Optional[dict[str, str]] = None, check: bool = True,
                timeout: float = 60) -> subprocess.CompletedProcess:
     """Run the memtrackfs command (a separate process); its output is captured as bytes."""
-    return subprocess.run([sys.executable, "-m", "memtrackfs", *args], capture_output=True,
-                          env=env, check=check, timeout=timeout)
+    done = subprocess.run([sys.executable, "-m", "memtrackfs", *args], capture_output=True,
+                          env=env, timeout=timeout)
+    if check and done.returncode:
+        raise RuntimeError(f"memtrackfs {' '.join(args)} failed ({done.returncode}): {done.stderr.decode().strip()}")
+    return done
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
@@ -64,8 +69,12 @@ class Mount:
 
 
 def start_mount(base: Path, *options: str, env: Optional[dict[str, str]] = None) -> Mount:
-    """Mount a fresh memtrackfs at ``base/mnt`` with its socket at ``base/driver.sock``."""
-    mount = Mount(base / "mnt", base / "driver.sock")
+    """Mount a fresh memtrackfs at ``base/mnt``, its socket at ``base/driver.sock`` if that path
+    fits in a Unix socket address, else under the runtime dir."""
+    socket = base / "driver.sock"
+    if len(os.fsencode(socket)) > 100:
+        socket = Path(runtime_dir()) / f"test-{uuid.uuid4().hex[:12]}.sock"
+    mount = Mount(base / "mnt", socket)
     memtrackfs("mount", str(mount.path), "--socket", str(mount.socket), *options, env=env)
     return mount
 

@@ -27,6 +27,8 @@ fi
 if [ ! -x "$top/.venv/bin/python" ]; then
   python3 -m venv "$top/.venv"
 fi
-"$top/.venv/bin/pip" install -q --disable-pip-version-check -e "$top[test]" 2>&1 | grep -v '^WARNING: Location' >&2 || true
+# compat: a plain path entry, so a directory named memtrackfs in the cwd (e.g. /tmp/memtrackfs, the
+# demo mount point) cannot shadow the package as a namespace package.
+"$top/.venv/bin/pip" install -q --disable-pip-version-check --config-settings editable_mode=compat -e "$top[test]" 2>&1 | grep -v '^WARNING: Location' >&2 || true
 "$top/.venv/bin/python" -c "import memtrackfs, mfusepy, psutil, pytest" \
   || { echo "install.sh: the Python packages did not install" >&2; exit 1; }

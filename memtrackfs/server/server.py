@@ -107,6 +107,9 @@ class DriverServer:
         self._listener: socket.socket | None = None
 
     def start(self) -> None:
+        if len(os.fsencode(self.path)) > 107:
+            raise KernelError(errno.ENAMETOOLONG, f"socket path {self.path} is longer than the 107 bytes "
+                                                  "a Unix socket address holds: choose a shorter --socket")
         os.makedirs(os.path.dirname(self.path) or ".", mode=0o755, exist_ok=True)
         self._remove_stale_socket()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
