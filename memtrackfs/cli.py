@@ -1,12 +1,15 @@
-"""The ``memtrackfs`` command: mount, umount, replay."""
+"""The ``memtrackfs`` command: mount, umount, replay, run, snapshot, diff, record, plot."""
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from typing import Optional
 
 from memtrackfs import __version__
 from memtrackfs.mounts import default_socket_path
+from memtrackfs.sandbox import SETUP_FAILED, RunError
 from memtrackfs.trace import TraceError
 
 
@@ -22,10 +25,10 @@ def _parser() -> argparse.ArgumentParser:
     mount.add_argument("--allow-other", action="store_true", help="let other users see the mount")
     mount.add_argument("--driver-timeout", type=float, default=5.0, metavar="SECONDS",
                        help="how long a device-node call waits for its driver (default 5)")
-    mount.add_argument("--heap", action="append", default=[], metavar="NAME[=SIZE]",
-                       help="a DMA-BUF heap, repeatable: 'system' or 'system-*' (page-scattered RAM, "
-                            "default 4G) or a CMA heap with its size, e.g. 'cma=256M' "
-                            "(default: --heap system --heap cma=256M)")
+    _add_heap_option(mount)
+    mount.add_argument("--proc-union", metavar="PATH",
+                       help="list every real /proc entry in proc/ too, as a link to PATH/NAME "
+                            "(how `memtrackfs run` serves /proc; PATH: where it binds the real procfs)")
 
     umount = sub.add_parser("umount", help="unmount and wait for the daemon to exit")
     umount.add_argument("mountpoint")
@@ -34,28 +37,106 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("trace")
     replay.add_argument("--mount", required=True, dest="mountpoint")
     replay.add_argument("--socket", help="driver socket (default: found from the mount table)")
+
+    run = sub.add_parser("run", help="run a command in a private mount namespace where the emulation "
+                                     "is at the real paths (/proc, /sys/kernel/debug, /dev)",
+                         usage="memtrackfs run [--board BOARD] [--no-vpu] [--heap NAME[=SIZE]] -- COMMAND...")
+    run.add_argument("--board", default="imx8qxp",
+                     help="the board the vpu_sim daemon emulates: imx8qxp (default) or imx8qm")
+    run.add_argument("--no-vpu", action="store_true", help="do not start the vpu_sim daemon")
+    _add_heap_option(run)
+    run.add_argument("program", nargs=argparse.REMAINDER, metavar="COMMAND",
+                     help="the command and its arguments, after --")
+
+    where = {"default": "/", "help": "read the files under this mount point (default: the real paths)"}
+    snapshot = sub.add_parser("snapshot", help="what the v4l2-memtrack and rk_dmabuf files show now")
+    snapshot.add_argument("--mount", **where)
+    snapshot.add_argument("--json", action="store_true", help="print JSON (for `memtrackfs diff`)")
+    diff = sub.add_parser("diff", help="which nodes, buffers and processes grew between two JSON snapshots")
+    diff.add_argument("before")
+    diff.add_argument("after")
+    record = sub.add_parser("record", help="sample the totals over time into a JSON-lines file")
+    record.add_argument("--mount", **where)
+    record.add_argument("--interval", type=float, default=1.0, metavar="SECONDS")
+    record.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)")
+    record.add_argument("--out", required=True, metavar="FILE")
+    plot = sub.add_parser("plot", help="draw a record as a PNG (needs matplotlib: memtrackfs[plot])")
+    plot.add_argument("record")
+    plot.add_argument("-o", "--output", required=True, metavar="PNG")
     return parser
 
 
+def _add_heap_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--heap", action="append", default=[], metavar="NAME[=SIZE]",
+                        help="a DMA-BUF heap, repeatable: 'system' or 'system-*' (page-scattered RAM, "
+                             "default 4G) or a CMA heap with its size, e.g. 'cma=256M' "
+                             "(default: --heap system --heap cma=256M)")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     try:
         if args.command == "mount":
-            from memtrackfs.daemon import mount
+            from memtrackfs.daemon import MountOptions, mount
             from memtrackfs.model.heaps import parse_heap_options
             heaps = parse_heap_options(args.heap)  # refused here, before anything is mounted
-            return mount(args.mountpoint, args.socket or default_socket_path(args.mountpoint),
-                         args.foreground, args.allow_other, args.driver_timeout, heaps)
+            if args.proc_union is not None and not os.path.isabs(args.proc_union):
+                parser.error("--proc-union: PATH must be absolute (the links are read in another namespace)")
+            options = MountOptions(args.socket or default_socket_path(args.mountpoint), args.allow_other,
+                                   args.driver_timeout, heaps, args.proc_union)
+            return mount(args.mountpoint, options, args.foreground)
+        if args.command == "run":
+            return _run(parser, args)
         if args.command == "umount":
             from memtrackfs.daemon import umount
             return umount(args.mountpoint)
+        if args.command in ("snapshot", "diff", "record", "plot"):
+            return _observe(args)
         from memtrackfs.replay import replay
         return replay(args.trace, args.mountpoint, args.socket)
+    except RunError as exc:
+        print(f"memtrackfs: run: {exc}", file=sys.stderr)
+        return exc.status
     except TraceError as exc:
         print(f"memtrackfs: {args.trace}: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"memtrackfs: error: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        return SETUP_FAILED if args.command == "run" else 1
     except KeyboardInterrupt:
         return 130
+
+
+def _observe(args: argparse.Namespace) -> int:
+    from memtrackfs import record, snapshot
+    try:
+        if args.command == "snapshot":
+            snap = snapshot.take_snapshot(args.mount)
+            print(json.dumps(snap, indent=1) if args.json else snapshot.render_snapshot(snap), end="\n" if args.json else "")
+            return 0
+        if args.command == "diff":
+            text, grew = snapshot.diff_snapshots(snapshot.load_snapshot(args.before), snapshot.load_snapshot(args.after))
+            print(text, end="")
+            return 1 if grew else 0  # like diff(1): 1 when something grew
+        if args.command == "record":
+            with open(args.out, "w", encoding="utf-8") as out:
+                taken = record.record(args.mount, args.interval, out, args.duration)
+            print(f"memtrackfs: {taken} samples in {args.out}")
+            return 0
+        record.plot(args.record, args.output)
+        print(f"memtrackfs: wrote {args.output}")
+        return 0
+    except ValueError as exc:  # a file that is not what it should be
+        print(f"memtrackfs: {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from memtrackfs.model.heaps import parse_heap_options
+    from memtrackfs.run import run
+    command = args.program[1:] if args.program[:1] == ["--"] else args.program
+    if not command:
+        parser.error("run: no COMMAND given (memtrackfs run [OPTIONS] -- COMMAND...)")
+    parse_heap_options(args.heap)  # refused here, before anything is mounted
+    return run(command, args.board, not args.no_vpu, args.heap)

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 from memtrackfs.errors import KernelError
@@ -55,8 +56,18 @@ def prepare_mountpoint(mountpoint: str) -> Optional[str]:
     return note
 
 
-def serve(mountpoint: str, socket_path: str, on_ready: Callable[[], None], allow_other: bool = False,
-          driver_timeout: float = 5.0, heaps: Sequence[HeapSpec] = DEFAULT_HEAPS) -> None:
+@dataclass(frozen=True)
+class MountOptions:
+    """Everything `memtrackfs mount` can be told, besides where to mount."""
+
+    socket_path: str
+    allow_other: bool = False
+    driver_timeout: float = 5.0          # seconds a device-node call waits for its driver
+    heaps: Sequence[HeapSpec] = DEFAULT_HEAPS
+    proc_union: Optional[str] = None     # see fs.tree.build_tree
+
+
+def serve(mountpoint: str, options: MountOptions, on_ready: Callable[[], None]) -> None:
     """Run the daemon in this process until the mount goes away."""
     # Imported here: loading libfuse is the daemon's business, not that of `memtrackfs umount`.
     from memtrackfs.fs.adapter import MemtrackOperations, fuse
@@ -64,43 +75,41 @@ def serve(mountpoint: str, socket_path: str, on_ready: Callable[[], None], allow
     from memtrackfs.kernel import Kernel
     from memtrackfs.server.server import DriverServer
 
-    if "," in socket_path:
-        raise KernelError(errno.EINVAL, f"socket path {socket_path!r} may not contain ','")
-    kernel = Kernel(driver_timeout=driver_timeout, heaps=heaps)
-    server = DriverServer(kernel, socket_path)
+    if "," in options.socket_path:
+        raise KernelError(errno.EINVAL, f"socket path {options.socket_path!r} may not contain ','")
+    kernel = Kernel(driver_timeout=options.driver_timeout, heaps=options.heaps)
+    server = DriverServer(kernel, options.socket_path)
     server.start()
     try:
-        options = {"allow_other": True} if allow_other else {}
-        fuse.FUSE(MemtrackOperations(kernel, build_tree(kernel), on_ready), mountpoint,
+        extra = {"allow_other": True} if options.allow_other else {}
+        fuse.FUSE(MemtrackOperations(kernel, build_tree(kernel, options.proc_union), on_ready), mountpoint,
                   foreground=True, raw_fi=True, default_permissions=True,
-                  fsname=SOURCE_PREFIX + socket_path, subtype="memtrackfs",
+                  fsname=SOURCE_PREFIX + options.socket_path, subtype="memtrackfs",
                   # Names come and go with the model (roots, buffers, device nodes): no caching.
-                  entry_timeout=0, attr_timeout=0, negative_timeout=0, **options)
+                  entry_timeout=0, attr_timeout=0, negative_timeout=0, **extra)
     finally:
         server.close()
         kernel.shutdown()
 
 
-def mount(mountpoint: str, socket_path: str, foreground: bool, allow_other: bool = False,
-          driver_timeout: float = 5.0, heaps: Sequence[HeapSpec] = DEFAULT_HEAPS) -> int:
+def mount(mountpoint: str, options: MountOptions, foreground: bool) -> int:
     mountpoint = os.path.abspath(mountpoint)
     note = prepare_mountpoint(mountpoint)
     if note:
         print(f"memtrackfs: {note}", file=sys.stderr)
 
     def announce() -> None:
-        print(f"memtrackfs: mounted at {mountpoint}; driver socket {socket_path}; daemon pid {os.getpid()}",
+        print(f"memtrackfs: mounted at {mountpoint}; driver socket {options.socket_path}; daemon pid {os.getpid()}",
               flush=True)
 
     if foreground:
-        serve(mountpoint, socket_path, announce, allow_other, driver_timeout, heaps)
+        serve(mountpoint, options, announce)
         return 0
-    return _mount_in_background(mountpoint, socket_path, allow_other, driver_timeout, heaps)
+    return _mount_in_background(mountpoint, options)
 
 
-def _mount_in_background(mountpoint: str, socket_path: str, allow_other: bool, driver_timeout: float,
-                         heaps: Sequence[HeapSpec]) -> int:
-    log_path = os.path.splitext(socket_path)[0] + ".log"
+def _mount_in_background(mountpoint: str, options: MountOptions) -> int:
+    log_path = os.path.splitext(options.socket_path)[0] + ".log"
     read_end, write_end = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the daemon
@@ -110,8 +119,7 @@ def _mount_in_background(mountpoint: str, socket_path: str, allow_other: bool, d
             os._exit(0)
         _detach_stdio(log_path)
         try:
-            serve(mountpoint, socket_path, lambda: os.write(write_end, f"ok {os.getpid()}\n".encode()),
-                  allow_other, driver_timeout, heaps)
+            serve(mountpoint, options, lambda: os.write(write_end, f"ok {os.getpid()}\n".encode()))
         except BaseException as exc:  # report to the waiting parent, whatever it was
             os.write(write_end, f"error {exc}\n".encode())
             os._exit(1)
@@ -121,7 +129,7 @@ def _mount_in_background(mountpoint: str, socket_path: str, allow_other: bool, d
     with os.fdopen(read_end, "rb") as pipe:
         status = pipe.readline().decode().strip()
     if status.startswith("ok "):
-        print(f"memtrackfs: mounted at {mountpoint}; driver socket {socket_path}; daemon pid {status[3:]}")
+        print(f"memtrackfs: mounted at {mountpoint}; driver socket {options.socket_path}; daemon pid {status[3:]}")
         return 0
     detail = status[6:] if status.startswith("error ") else "the daemon exited before the mount was ready"
     print(f"memtrackfs: mount failed: {detail} (daemon log: {log_path})", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""What a path of the mount can be: directories, generated (procfs/debugfs-like) files, dev/kmsg.
+"""What a path of the mount can be: directories, generated (procfs/debugfs-like) files, dev/kmsg,
+device nodes, and symbolic links.
 
 Entries know how to list, render and write themselves against the kernel; the FUSE adapter only
 maps paths and file handles onto them. ``lookup``/``names``/``render`` run under ``Kernel.lock``
@@ -58,6 +59,16 @@ class Directory(Entry):
 
     def names(self) -> list[str]:
         return list(self.children) + (self._names() if self._names is not None else [])
+
+
+class Symlink(Entry):
+    """A symbolic link; the kernel resolves it, the mount only answers ``readlink``."""
+
+    file_type = stat.S_IFLNK
+    mode = 0o777  # as every Linux symlink: its target's permissions are the ones that count
+
+    def __init__(self, target: str) -> None:
+        self.target = target
 
 
 class File(Entry):

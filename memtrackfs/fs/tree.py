@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import errno
+import os
 from typing import Callable, Optional
 
 from memtrackfs.errors import KernelError
-from memtrackfs.fs.entries import DeviceFile, Directory, Entry, GeneratedFile, KmsgFile
+from memtrackfs.fs.entries import DeviceFile, Directory, Entry, GeneratedFile, KmsgFile, Symlink
 from memtrackfs.kernel import Kernel
 from memtrackfs.model.dmabuf import DmaBuf, DmaBufTable
 from memtrackfs.model.heaps import first_cma_heap
@@ -49,12 +50,12 @@ def _dmabuf_buffers_dir(dmabufs: DmaBufTable) -> Directory:
     return Directory(mode=0o755, lookup=lookup, names=lambda: [str(ino) for ino in dmabufs.buffers])
 
 
-def _proc_dir(kernel: Kernel) -> Directory:
+def _proc_dir(kernel: Kernel, proc_union: Optional[str]) -> Directory:
     dmabufs = kernel.dmabufs
     cma = first_cma_heap(kernel.heaps)
     # Rockchip shows the bitmap of its one (default) CMA heap.
     rk_dma_heap = {} if cma is None else {"alloc_bitmap": GeneratedFile(lambda: render_rk_dma_heap_alloc_bitmap(cma))}
-    return Directory({
+    own: dict[str, Entry] = {
         "rk_dmabuf": Directory({
             "size": GeneratedFile(lambda: render_rk_dmabuf_size(dmabufs)),
             "peak": GeneratedFile(lambda: render_rk_dmabuf_peak(dmabufs),
@@ -63,10 +64,33 @@ def _proc_dir(kernel: Kernel) -> Directory:
             "sgt": GeneratedFile(lambda: render_rk_dmabuf_sgt(dmabufs)),
         }),
         "rk_dma_heap": Directory(rk_dma_heap),
-    })
+    }
+    if proc_union is None:
+        return Directory(own)
+    return _proc_union_dir(own, proc_union)
 
 
-def build_tree(kernel: Kernel) -> Directory:
+def _proc_union_dir(own: dict[str, Entry], real_proc: str) -> Directory:
+    """proc/ as ``memtrackfs run`` mounts it over /proc: our entries, then every real /proc entry
+    as a link to ``real_proc/NAME``, where the run binds the real procfs. The links resolve in the
+    reader's namespace, so ``self`` is the reader and ``<pid>/`` the real process directory.
+
+    The daemon reads its own /proc, the real procfs: it runs outside the run's namespace, so it
+    never reads this mount (which would deadlock). ``lookup`` and ``names`` run under Kernel.lock:
+    a procfs lookup or listing is quick and never waits on memtrackfs, so the lock stays short.
+    """
+    def lookup(name: str) -> Optional[Entry]:
+        return Symlink(f"{real_proc}/{name}") if os.path.lexists(f"/proc/{name}") else None
+
+    def names() -> list[str]:
+        # Ours win: on a Rockchip host the real /proc/rk_dmabuf would otherwise show twice.
+        return [name for name in os.listdir("/proc") if name not in own]
+
+    return Directory(own, lookup=lookup, names=names)
+
+
+def build_tree(kernel: Kernel, proc_union: Optional[str] = None) -> Directory:
+    """The whole tree; ``proc_union``: see ``_proc_union_dir`` (None: proc/ holds only ours)."""
     tracker, log = kernel.tracker, kernel.log
 
     def device_lookup(name: str) -> Optional[Entry]:
@@ -90,7 +114,7 @@ def build_tree(kernel: Kernel) -> Directory:
     return Directory({
         "dev": Directory({"kmsg": KmsgFile()}, mode=0o755, lookup=device_lookup,
                          names=lambda: list(kernel.devices.nodes)),
-        "proc": _proc_dir(kernel),
+        "proc": _proc_dir(kernel, proc_union),
         "sys": Directory({"kernel": Directory({
             "debug": debug,
             "dmabuf": Directory({"buffers": _dmabuf_buffers_dir(kernel.dmabufs)}, mode=0o755),
