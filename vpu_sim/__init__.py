@@ -2,5 +2,8 @@
 
 uapi (V4L2 structs and ioctl numbers), amphion (the model's sizes and names), memtrack and
 accounting (the tracker and memory it allocates from), formats, controls, queue, instance,
-decoder, encoder and device (the driver's state), ioctls (an open file answering V4L2 ioctls).
+decoder, encoder and device (the driver's state), faults (what the driver gets wrong on
+purpose), ioctls (an open file answering V4L2 ioctls), remote and daemon (the driver on a
+memtrackfs socket); v4l2, apps and hold (applications); params, scenario, hog, view and runner
+(``vpu-sim scenario``); cli (the command).
 """

@@ -1,4 +1,4 @@
-"""The ``vpu-sim`` command: the simulated Amphion VPU daemon and its client programs.
+"""The ``vpu-sim`` command: the simulated Amphion VPU daemon, its client programs and scenarios.
 
 Every command takes ``--mount MNT`` (a memtrackfs mount); without it the real paths are used
 (/dev/video*, and the socket from $MEMTRACKFS_SOCKET or the mount table), which is what a user
@@ -7,26 +7,40 @@ gets inside ``memtrackfs run``.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
-import re
 import sys
-from typing import Optional
+import time
+from typing import Callable, Optional, TypeVar
 
-from memtrackfs.mounts import socket_for_mount
-from vpu_sim import amphion
-from vpu_sim.apps import DisplayExport, encode, play, transcode
+from vpu_sim import amphion, params
+from vpu_sim.apps import DisplayExport, Progress, encode, play, transcode
 from vpu_sim.daemon import ALLOCATORS, VpuDaemon
+from vpu_sim.faults import Faults, FaultSpec, parse_fault
+from vpu_sim.hold import hold
+from vpu_sim.remote import socket_path
+from vpu_sim.runner import run_scenario
+from vpu_sim.v4l2 import CODECS
+
+T = TypeVar("T")
+
+# What an application's failing ioctl most likely means here, after the kernel's own words.
+HINTS = {
+    errno.ENOMEM: "the CMA heap is full",
+    errno.ETIMEDOUT: "the driver did not answer within memtrackfs's --driver-timeout: a stuck firmware?",
+    errno.ENODEV: "the VPU driver went away",
+}
 
 
-def _size(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"(\d+)x(\d+)", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"size must look like 1920x1080, not {text!r}")
-    return int(match.group(1)), int(match.group(2))
-
-
-def socket_path(mount: str) -> str:
-    return os.environ.get("MEMTRACKFS_SOCKET") or socket_for_mount(mount)
+def _argument(convert: Callable[[str], T]) -> Callable[[str], T]:
+    """A converter as an argparse type: its ValueError sentence becomes the usage error."""
+    def parse(text: str) -> T:
+        try:
+            return convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    parse.__name__ = convert.__name__
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,43 +54,96 @@ def _parser() -> argparse.ArgumentParser:
 
     daemon = command("daemon", "run the simulated VPU driver")
     daemon.add_argument("--board", choices=sorted(amphion.BOARDS), default="imx8qxp")
-    daemon.add_argument("--fps", type=float, default=30.0, help="frames the firmware processes a second")
+    daemon.add_argument("--fps", type=_argument(params.positive), default=30.0,
+                        help="frames the firmware processes a second")
     daemon.add_argument("--allocator", choices=ALLOCATORS, default="dma-contig",
                         help="where vb2 planes come from: CMA (dma-contig), the system heap (dma-sg), or no DMA memory")
+    daemon.add_argument("--fault", type=_argument(parse_fault), action="append", default=[], metavar="KIND[:PARAMS]",
+                        help="inject a driver fault (repeatable): driver-leak:names=mbi+dcp, slow-firmware:frame_ms=N, "
+                             "stuck-firmware[:at=S], resolution-storm:every_ms=N,sizes=WxH+WxH; see docs/scenarios.md")
     for name, help_text in (("play", "decode a simulated stream"), ("encode", "encode simulated frames"),
                             ("transcode", "decode and encode at once")):
         app = command(name, help_text)
-        app.add_argument("--size", type=_size, default=(1920, 1080))
-        app.add_argument("--seconds", type=float, default=10.0)
+        app.add_argument("--size", type=_argument(params.size), default=(1920, 1080))
+        app.add_argument("--seconds", type=_argument(params.seconds), default=10.0)
+        app.add_argument("--json", action="store_true", help="progress as JSON lines (what vpu-sim scenario reads)")
         if name != "encode":
-            app.add_argument("--codec", default="h264")
+            app.add_argument("--codec", choices=sorted(CODECS), default="h264")
         if name == "play":
             app.add_argument("--export-to", metavar="DEVICE",
                              help="export decoded frames as dma-bufs attached to DEVICE (e.g. display-subsystem)")
+            app.add_argument("--keep-exports", type=_argument(params.seconds), metavar="SECONDS",
+                             help="a bug on purpose: hand the exported dma-bufs to a helper (vpu-sim hold) that "
+                                  "keeps them SECONDS after playback")
+    holder = command("hold", "keep dma-bufs referenced for a while (a leaky compositor)")
+    holder.add_argument("--seconds", type=_argument(params.seconds), required=True)
+    holder.add_argument("buffers", type=int, nargs="+", metavar="BUFFER", help="dma-buf inode numbers")
+    scenario = command("scenario", "run a scenario file: a driver with faults and a timeline of applications")
+    scenario.add_argument("file", metavar="FILE", help="a scenario (TOML, see docs/scenarios.md)")
     return parser
 
 
+def _error(command: str, exc: OSError) -> str:
+    if exc.errno is None:
+        return f"vpu-sim: {command}: {exc}"
+    hint = HINTS.get(exc.errno)
+    return f"vpu-sim: {command}: {exc.strerror}" + (f" ({hint})" if hint else "")
+
+
+def _run_daemon(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    specs: list[FaultSpec] = args.fault
+    try:
+        faults = Faults.build(specs, origin=time.monotonic())
+    except ValueError as exc:
+        parser.error(str(exc))
+    return VpuDaemon(socket_path(args.mount), args.board, args.fps, args.allocator, faults).run()
+
+
+def _progress(args: argparse.Namespace, kind: str) -> Progress:
+    width, height = args.size
+    return Progress(f"{kind} {width}x{height} {args.codec if kind == 'play' else 'h264'}", json_lines=args.json)
+
+
+def _run_play(args: argparse.Namespace, dev_dir: str) -> None:
+    width, height = args.size
+    progress = _progress(args, "play")
+    export = DisplayExport(socket_path(args.mount), args.export_to) if args.export_to else None
+    try:
+        play(dev_dir, args.codec, width, height, args.seconds, progress, export)
+        if export is not None and args.keep_exports is not None:
+            pid = export.hand_over(args.keep_exports)
+            progress.note("handed-over", f"handed {len(export.exported)} dma-bufs to helper pid {pid}, "
+                                         f"which keeps them {args.keep_exports:g} s", helper=pid,
+                          buffers=len(export.exported))
+    finally:
+        if export is not None:
+            export.close()
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "keep_exports", None) is not None and not args.export_to:
+        parser.error("--keep-exports needs --export-to: only exported buffers can be kept")
     dev_dir = os.path.join(args.mount, "dev")
     try:
         if args.command == "daemon":
-            return VpuDaemon(socket_path(args.mount), args.board, args.fps, args.allocator).run()
+            return _run_daemon(args, parser)
+        if args.command == "hold":
+            return hold(socket_path(args.mount), args.buffers, args.seconds)
+        if args.command == "scenario":
+            return run_scenario(args.file, args.mount)
         width, height = args.size
         if args.command == "play":
-            export = DisplayExport(socket_path(args.mount), args.export_to) if args.export_to else None
-            try:
-                play(dev_dir, args.codec, width, height, args.seconds, export)
-            finally:
-                if export is not None:
-                    export.close()
+            _run_play(args, dev_dir)
         elif args.command == "encode":
-            encode(dev_dir, width, height, args.seconds)
+            encode(dev_dir, width, height, args.seconds, _progress(args, "encode"))
         else:
-            transcode(dev_dir, args.codec, width, height, args.seconds)
+            transcode(dev_dir, args.codec, width, height, args.seconds, _progress(args, "play"),
+                      _progress(args, "encode"))
         return 0
     except OSError as exc:
-        print(f"vpu-sim: {args.command}: {exc}", file=sys.stderr)
+        print(_error(args.command, exc), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -13,12 +13,13 @@ import errno
 import os
 import signal
 import threading
-from typing import Any, Optional
+from typing import Any
 
 from memtrackfs.client import MemtrackClient, MemtrackError
 from vpu_sim.accounting import Memory
 from vpu_sim.amphion import CoreKind
 from vpu_sim.device import VpuDevice
+from vpu_sim.faults import NO_FAULTS, Faults
 from vpu_sim.ioctls import VideoFile
 from vpu_sim.memtrack import Backing, Caller, MemoryArea
 from vpu_sim.remote import CallerMemory, HeapBacking, SocketMemTrack
@@ -30,13 +31,13 @@ NODE_NAMES = {CoreKind.DECODER: "video0", CoreKind.ENCODER: "video1"}
 
 class VpuDaemon:
     def __init__(self, socket_path: str, board: str = "imx8qxp", fps: float = 30.0,
-                 allocator: str = "dma-contig") -> None:
+                 allocator: str = "dma-contig", faults: Faults = NO_FAULTS) -> None:
         self.client = MemtrackClient(socket_path, client="vpu_sim", destroy_on_close=True,
                                      on_event=self._on_event)
         self.memtrack = SocketMemTrack(self.client)
         memory = Memory(self.memtrack, coherent=HeapBacking(self.client), planes=self._planes(allocator))
         pid = os.getpid()  # probe runs in the driver's own context, as at module load
-        self.device = VpuDevice(memory, board, caller=Caller(pid, pid), fps=fps)
+        self.device = VpuDevice(memory, board, caller=Caller(pid, pid), fps=fps, faults=faults)
         self.files: dict[int, VideoFile] = {}
         self.nonblocking: dict[int, bool] = {}
         self._kinds = {name: kind for kind, name in NODE_NAMES.items()}
@@ -44,6 +45,10 @@ class VpuDaemon:
             self.client.call("register_device", name=name)
         self.client.call("log", level=6, message=f"amphion-vpu: {board} probed, decoder dev/{NODE_NAMES[CoreKind.DECODER]}, "
                                                   f"encoder dev/{NODE_NAMES[CoreKind.ENCODER]}, {allocator} vb2 planes")
+        if faults.specs:
+            # Whoever reads the kernel log of a faulty run should learn that the faults were on purpose.
+            self.client.call("log", level=4, message="amphion-vpu: injected faults: "
+                                                      + " ".join(str(spec) for spec in faults.specs))
 
     def _planes(self, allocator: str) -> Backing:
         if allocator == "dma-contig":

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 from vpu_sim import amphion, uapi
 from vpu_sim.accounting import LeafSet, Memory
 from vpu_sim.amphion import CoreKind, SequenceHeader
+from vpu_sim.faults import NO_FAULTS, Faults
 from vpu_sim.formats import CAPTURE, OUTPUT, PixFormat
 from vpu_sim.instance import DEFAULT_FPS, Clock, Instance
 from vpu_sim.memtrack import Caller, Handle
@@ -26,8 +27,8 @@ class Decoder(Instance):
     min_buffers = amphion.DEC_MIN_BUFFERS
 
     def __init__(self, memory: Memory, parent: Handle, caller: Caller, *, clock: Clock,
-                 fps: float = DEFAULT_FPS) -> None:
-        super().__init__(memory, parent, caller, clock=clock, fps=fps)
+                 fps: float = DEFAULT_FPS, faults: Faults = NO_FAULTS) -> None:
+        super().__init__(memory, parent, caller, clock=clock, fps=fps, faults=faults)
         self.ring = self.leaf_set(amphion.LEAF_RING)
         self.udata = self.leaf_set(amphion.LEAF_UDATA)
         self.mbi = self.leaf_set(amphion.LEAF_MBI)
@@ -92,7 +93,9 @@ class Decoder(Instance):
             self._apply_header(self._pending_header
                                or amphion.sequence_header(fmt.pixelformat, fmt.width, fmt.height))
             self._pending_header = None
-        elif self._pending_header is not None:
+        else:
+            self._follow_storm()
+        if self._pending_header is not None:
             self._apply_header(self._pending_header)
             self._pending_header = None
             self.mbi.free_all()
@@ -104,6 +107,18 @@ class Decoder(Instance):
         return (self.mbi.ensure(header.mbi_count, header.mbi_bytes, self.caller, partial=True)
                 and self.dcp.ensure(header.dcp_count, header.dcp_bytes, self.caller, partial=True)
                 and not self._source_change)
+
+    def _follow_storm(self) -> None:
+        """A resolution storm (``vpu_sim.faults``): the stream's next header announces its size.
+
+        Not while a change is pending or CAPTURE is still being restarted for the last one:
+        the stream's headers follow each other, one change at a time.
+        """
+        header = self.header
+        size = self.faults.stream_size(self.clock())
+        if (header is not None and size is not None and size != (header.width, header.height)
+                and self._pending_header is None and not self._source_change):
+            self._pending_header = amphion.sequence_header(header.codec, *size, header.depth)
 
     def _frame_result(self, src: Buffer, dst: Buffer) -> tuple[tuple[int, ...], int]:
         assert self.header is not None

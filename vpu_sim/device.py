@@ -16,6 +16,7 @@ from vpu_sim.accounting import Memory
 from vpu_sim.amphion import Core, CoreKind
 from vpu_sim.decoder import Decoder
 from vpu_sim.encoder import Encoder
+from vpu_sim.faults import NO_FAULTS, Faults
 from vpu_sim.instance import DEFAULT_FPS, Clock, Instance
 from vpu_sim.memtrack import Caller
 
@@ -24,11 +25,12 @@ INSTANCE_TYPES: dict[CoreKind, type[Instance]] = {CoreKind.DECODER: Decoder, Cor
 
 class VpuDevice:
     def __init__(self, memory: Memory, board: str = "imx8qxp", *, caller: Caller = Caller(0, 0),
-                 clock: Clock = time.monotonic, fps: float = DEFAULT_FPS) -> None:
+                 clock: Clock = time.monotonic, fps: float = DEFAULT_FPS, faults: Faults = NO_FAULTS) -> None:
         self.memory = memory
         self.cores = amphion.board_cores(board)
         self.clock = clock
         self.fps = fps
+        self.faults = faults
         memtrack = memory.memtrack
         self.root = memtrack.create_root(amphion.TRACKER_ROOT, caller)
         for core in self.cores:
@@ -45,7 +47,8 @@ class VpuDevice:
             if len(self.instances[core]) >= core.max_instances:
                 raise KernelError(errno.EBUSY, f"all {len(cores) * core.max_instances} {kind.value} instances "
                                                f"are in use")
-            instance = INSTANCE_TYPES[kind](self.memory, self.root, caller, clock=self.clock, fps=self.fps)
+            instance = INSTANCE_TYPES[kind](self.memory, self.root, caller, clock=self.clock, fps=self.fps,
+                                            faults=self.faults)
             self.instances[core].append(instance)
             return instance
 
@@ -58,7 +61,10 @@ class VpuDevice:
         instance.close()
 
     def remove(self) -> None:
-        """Driver unbind: close what is still open, drop the carve-outs and the root."""
+        """Driver unbind: close what is still open, drop the carve-outs and the root.
+
+        Instances a ``driver-leak`` left behind go with the root, in the RFC's leak report.
+        """
         for instances in self.instances.values():
             for instance in list(instances):
                 self.release(instance)

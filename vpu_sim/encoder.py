@@ -13,6 +13,7 @@ from vpu_sim import amphion, uapi
 from vpu_sim.accounting import LeafSet, Memory
 from vpu_sim.amphion import CoreKind
 from vpu_sim.controls import Control
+from vpu_sim.faults import NO_FAULTS, Faults
 from vpu_sim.formats import CAPTURE, OUTPUT, PixFormat
 from vpu_sim.instance import DEFAULT_FPS, Clock, Instance
 from vpu_sim.memtrack import Caller, Handle
@@ -27,8 +28,8 @@ class Encoder(Instance):
     min_buffers = amphion.ENC_MIN_BUFFERS
 
     def __init__(self, memory: Memory, parent: Handle, caller: Caller, *, clock: Clock,
-                 fps: float = DEFAULT_FPS) -> None:
-        super().__init__(memory, parent, caller, clock=clock, fps=fps)
+                 fps: float = DEFAULT_FPS, faults: Faults = NO_FAULTS) -> None:
+        super().__init__(memory, parent, caller, clock=clock, fps=fps, faults=faults)
         self.ring = self.leaf_set(amphion.LEAF_RING)
         self.enc_frames = self.leaf_set(amphion.LEAF_ENC_FRAME)
         self.ref_frames = self.leaf_set(amphion.LEAF_REF_FRAME)

@@ -12,6 +12,7 @@ Not thread-safe: the caller (``ioctls.VideoFile``) serialises the calls of one i
 from __future__ import annotations
 
 import errno
+import math
 from typing import Callable, ClassVar, Optional, Sequence
 
 from memtrackfs.errors import KernelError
@@ -19,6 +20,7 @@ from vpu_sim import amphion, uapi
 from vpu_sim.accounting import Held, LeafSet, Memory
 from vpu_sim.amphion import CoreKind
 from vpu_sim.controls import Control, Controls, memory_usage_control, min_buffers_control
+from vpu_sim.faults import NO_FAULTS, Faults
 from vpu_sim.formats import CAPTURE, OUTPUT, FormatSpec, PixFormat, default_format, queue_formats, try_format
 from vpu_sim.memtrack import Caller, Handle
 from vpu_sim.queue import Buffer, Queue
@@ -32,13 +34,14 @@ class Instance:
     min_buffers: ClassVar[int]
 
     def __init__(self, memory: Memory, parent: Handle, caller: Caller, *, clock: Clock,
-                 fps: float = DEFAULT_FPS) -> None:
+                 fps: float = DEFAULT_FPS, faults: Faults = NO_FAULTS) -> None:
         if fps <= 0:
             raise ValueError(f"fps must be positive, not {fps}")
         self.memory = memory
         self.caller = caller
         self.clock = clock
         self.frame_period = 1.0 / fps
+        self.faults = faults
         self.memory_usage = 0
         self.closed = False
         memtrack = memory.memtrack
@@ -300,6 +303,7 @@ class Instance:
             if self._stalled:
                 self._next_frame = max(self._next_frame, now)
                 self._stalled = False
+            self._next_frame = self.faults.completion(self._next_frame)  # a stuck firmware holds it
             if self._next_frame > now:
                 return
             src, dst = output.peek(), capture.peek()
@@ -311,18 +315,22 @@ class Instance:
             if last:
                 self._last_src = None
                 self._draining, self._stopped = False, True
-            self._next_frame += self.frame_period
+            self._next_frame += self.faults.frame_period(self.frame_period, self._next_frame)
 
     def next_event_time(self) -> Optional[float]:
         """When the next frame completes, or None if processing waits for the application."""
-        if self._stalled:
-            return None
+        if self._stalled or math.isinf(self._next_frame):
+            return None  # also a firmware stuck for good: only a QBUF, STREAMOFF or close wakes DQBUF
         return self._next_frame
 
     # -- close -------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """release(): free every buffer, then remove the instance node (no leak report)."""
+        """release(): free every buffer, then remove the instance node (no leak report).
+
+        With the ``driver-leak`` fault, the named internal buffers are forgotten, and the node
+        that still holds them stays in the tree (see ``vpu_sim.faults``).
+        """
         if self.closed:
             return
         self.closed = True
@@ -330,7 +338,12 @@ class Instance:
         for queue in self.queues.values():
             queue.stream_off()
             self._free_buffers(queue)
+        forgotten = False
         for leaves in self._internal_leaves():
-            leaves.free_all()
+            if self.faults.leaks(leaves.name) and leaves.held:
+                forgotten = True
+            else:
+                leaves.free_all()
         memtrack.unwatch(self.node)
-        memtrack.destroy(self.node)
+        if not forgotten:
+            memtrack.destroy(self.node)

@@ -8,10 +8,17 @@ driver's buffers show in the heap's usage and a small CMA area fails with ENOMEM
 from __future__ import annotations
 
 import base64
+import os
 from typing import Any, Optional
 
 from memtrackfs.client import MemtrackClient
+from memtrackfs.mounts import socket_for_mount
 from vpu_sim.memtrack import Caller, Handle, UsageCallback
+
+
+def socket_path(mount: str) -> str:
+    """The driver socket of a mount: $MEMTRACKFS_SOCKET if set, else from the mount table."""
+    return os.environ.get("MEMTRACKFS_SOCKET") or socket_for_mount(mount)
 
 
 class SocketMemTrack:

@@ -8,12 +8,15 @@ import ctypes
 import fcntl
 import glob
 import os
-from typing import Optional, Sequence
+from typing import Optional, Sequence, TypeVar
 
 from vpu_sim import uapi
 
 OUTPUT = uapi.V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE
 CAPTURE = uapi.V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE
+IOCTL_NAMES = {value: name for name, value in vars(uapi).items() if name.startswith("VIDIOC_")}
+
+C = TypeVar("C", ctypes.Structure, ctypes.c_int32)
 
 
 class Dequeued:
@@ -44,8 +47,12 @@ class V4l2Device:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _ioctl(self, cmd: int, arg: ctypes.Structure) -> ctypes.Structure:
-        fcntl.ioctl(self.fd, cmd, arg)
+    def _ioctl(self, cmd: int, arg: C) -> C:
+        """The ioctl; an error names it (``VIDIOC_DQBUF: Connection timed out``), as v4l2 tools do."""
+        try:
+            fcntl.ioctl(self.fd, cmd, arg)
+        except OSError as exc:
+            raise OSError(exc.errno, f"{IOCTL_NAMES.get(cmd, hex(cmd))}: {exc.strerror}") from None
         return arg
 
     def querycap(self) -> uapi.v4l2_capability:
@@ -88,10 +95,10 @@ class V4l2Device:
         return Dequeued(buf.index, buf.flags, tuple(planes[i].bytesused for i in range(buf.length)))
 
     def stream_on(self, buf_type: int) -> None:
-        fcntl.ioctl(self.fd, uapi.VIDIOC_STREAMON, ctypes.c_int32(buf_type))
+        self._ioctl(uapi.VIDIOC_STREAMON, ctypes.c_int32(buf_type))
 
     def stream_off(self, buf_type: int) -> None:
-        fcntl.ioctl(self.fd, uapi.VIDIOC_STREAMOFF, ctypes.c_int32(buf_type))
+        self._ioctl(uapi.VIDIOC_STREAMOFF, ctypes.c_int32(buf_type))
 
     def get_control(self, control_id: int) -> int:
         return self._ioctl(uapi.VIDIOC_G_CTRL, uapi.v4l2_control(id=control_id)).value
@@ -128,9 +135,11 @@ def find_node(dev_dir: str, card: str) -> str:
                             "is vpu-sim daemon running?")
 
 
+CODECS = {"h264": uapi.V4L2_PIX_FMT_H264, "hevc": uapi.V4L2_PIX_FMT_HEVC, "vp8": uapi.V4L2_PIX_FMT_VP8,
+          "mpeg2": uapi.V4L2_PIX_FMT_MPEG2, "mpeg4": uapi.V4L2_PIX_FMT_MPEG4}
+
+
 def fourcc(name: Optional[str]) -> int:
-    codes = {"h264": uapi.V4L2_PIX_FMT_H264, "hevc": uapi.V4L2_PIX_FMT_HEVC, "vp8": uapi.V4L2_PIX_FMT_VP8,
-             "mpeg2": uapi.V4L2_PIX_FMT_MPEG2, "mpeg4": uapi.V4L2_PIX_FMT_MPEG4}
-    if name not in codes:
-        raise ValueError(f"unknown codec {name!r}; choose from {', '.join(codes)}")
-    return codes[name]
+    if name not in CODECS:
+        raise ValueError(f"unknown codec {name!r}; choose from {', '.join(CODECS)}")
+    return CODECS[name]
