@@ -40,10 +40,12 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a command in a private mount namespace where the emulation "
                                      "is at the real paths (/proc, /sys/kernel/debug, /dev)",
-                         usage="memtrackfs run [--board BOARD] [--no-vpu] [--heap NAME[=SIZE]] -- COMMAND...")
+                         usage="memtrackfs run [--board BOARD] [--no-vpu] [--scenario FILE] [--heap NAME[=SIZE]] -- COMMAND...")
     run.add_argument("--board", default="imx8qxp",
                      help="the board the vpu_sim daemon emulates: imx8qxp (default) or imx8qm")
     run.add_argument("--no-vpu", action="store_true", help="do not start the vpu_sim daemon")
+    run.add_argument("--scenario", metavar="FILE",
+                     help="play a scenario (vpu-sim scenario FILE: its own driver and applications) beside COMMAND")
     _add_heap_option(run)
     run.add_argument("program", nargs=argparse.REMAINDER, metavar="COMMAND",
                      help="the command and its arguments, after --")
@@ -139,4 +141,4 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if not command:
         parser.error("run: no COMMAND given (memtrackfs run [OPTIONS] -- COMMAND...)")
     parse_heap_options(args.heap)  # refused here, before anything is mounted
-    return run(command, args.board, not args.no_vpu, args.heap)
+    return run(command, args.board, not args.no_vpu, args.heap, args.scenario)

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, NoReturn, Sequence
+from typing import Any, NoReturn, Optional, Sequence
 
 from memtrackfs.mounts import find_mount, is_memtrackfs, runtime_dir
 from memtrackfs.sandbox import SETUP_FAILED, WATCHED, RunError, run_in_namespace
@@ -31,7 +31,7 @@ class Workdir:
         self.real_proc = os.path.join(path, "proc")
         self.socket = os.path.join(path, "driver.sock")
         self.mount_log = os.path.join(path, "driver.log")  # `memtrackfs mount` puts it beside the socket
-        self.vpu_log = os.path.join(path, "vpu.log")
+        self.vpu_log = os.path.join(path, "vpu.log")  # the daemon's, or the scenario's
 
     @classmethod
     def create(cls) -> "Workdir":
@@ -54,8 +54,14 @@ def _interrupt(signum: int, frame: Any) -> NoReturn:
     raise RunError(128 + signum, f"stopped by {signal.Signals(signum).name} before the command started")
 
 
-def run(command: Sequence[str], board: str, vpu: bool, heap_options: Sequence[str]) -> int:
-    """Set up, run ``command``, tear down; the command's exit status (see sandbox)."""
+def run(command: Sequence[str], board: str, vpu: bool, heap_options: Sequence[str],
+        scenario: Optional[str] = None) -> int:
+    """Set up, run ``command``, tear down; the command's exit status (see sandbox).
+
+    With a ``scenario``, ``vpu-sim scenario`` plays it beside the command (it loads its own
+    driver, with the scenario's board and faults, instead of the plain daemon); its summary is
+    printed on stderr once the command is done.
+    """
     # Until the command runs, SIGTERM and SIGHUP end the run as Ctrl-C does: through the teardown.
     # (Then run_in_namespace takes them over and passes them on to the command.)
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -66,9 +72,14 @@ def run(command: Sequence[str], board: str, vpu: bool, heap_options: Sequence[st
         cleanup.callback(workdir.remove)
         cleanup.callback(_unmount, workdir)
         _mount(workdir, heap_options)
-        if vpu:
-            daemon = _start_vpu(workdir, board)
-            cleanup.callback(_stop, daemon)
+        if scenario is not None:
+            player = _start_vpu(workdir, "scenario", os.path.abspath(scenario))
+            cleanup.callback(_print_log, workdir.vpu_log)
+            cleanup.callback(_stop, player, signal.SIGINT)  # SIGINT: it stops its apps and driver, then sums up
+            _wait_for_nodes(workdir, player)
+        elif vpu:
+            daemon = _start_vpu(workdir, "daemon", "--board", board)
+            cleanup.callback(_stop, daemon, signal.SIGTERM)
             _wait_for_nodes(workdir, daemon)
         env = {**os.environ, "MEMTRACKFS_SOCKET": workdir.socket}
         return run_in_namespace(command, env, workdir.mnt, workdir.real_proc)
@@ -103,10 +114,10 @@ def _unmount(workdir: Workdir) -> None:
         raise RunError(SETUP_FAILED, f"cannot unmount {workdir.mnt}: {done.stderr.strip()}")
 
 
-def _start_vpu(workdir: Workdir, board: str) -> subprocess.Popen:
+def _start_vpu(workdir: Workdir, *vpu_sim_args: str) -> subprocess.Popen:
     with open(workdir.vpu_log, "wb") as log:
         # Its own session: the terminal's Ctrl-C is for the command; the driver stays to the end.
-        return subprocess.Popen([sys.executable, "-m", "vpu_sim", "daemon", "--mount", workdir.mnt, "--board", board],
+        return subprocess.Popen([sys.executable, "-m", "vpu_sim", *vpu_sim_args, "--mount", workdir.mnt],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "MEMTRACKFS_SOCKET": workdir.socket}, cwd=_DAEMON_CWD,
                                 start_new_session=True)
@@ -127,13 +138,20 @@ def _wait_for_nodes(workdir: Workdir, daemon: subprocess.Popen) -> None:
         time.sleep(0.02)
 
 
-def _stop(daemon: subprocess.Popen) -> None:
-    daemon.terminate()  # SIGTERM: it removes its device and tree, then exits
+def _stop(daemon: subprocess.Popen, how: signal.Signals) -> None:
+    if daemon.poll() is None:
+        daemon.send_signal(how)
     try:
         daemon.wait(VPU_STOP_TIMEOUT)
     except subprocess.TimeoutExpired:
         daemon.kill()
         daemon.wait()
+
+
+def _print_log(path: str) -> None:
+    text = _log(path)
+    if text:
+        print(text.lstrip("\n"), file=sys.stderr)
 
 
 def _log(path: str) -> str:

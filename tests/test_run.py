@@ -143,6 +143,16 @@ def test_dmesg_reads_the_emulated_kmsg() -> None:
     assert "memtrackfs: dev/video0 registered by vpu_sim" in done.stdout
 
 
+def test_a_scenario_plays_beside_the_command_and_leakwatch_catches_its_leak() -> None:
+    mounts_before = host_mounts()
+    done = run_command("--scenario", str(ROOT / "examples/scenarios/keep-dmabufs.toml"), "--",
+                       "sh", str(ROOT / "scripts/leakwatch.sh"), "-d", "6")
+    assert done.returncode == 1, done.stdout + done.stderr  # leakwatch: a leak
+    assert "LEAK: rk_dmabuf/size grew" in done.stdout + done.stderr
+    assert "scenario keep-dmabufs: done" in done.stderr  # the scenario's summary, after the command
+    assert host_mounts() == mounts_before
+
+
 def test_no_vpu_starts_no_driver() -> None:
     done = run_command("--no-vpu", "--", "sh", "-c", "ls /sys/kernel/debug/v4l2-memtrack; "
                                                      "test -e /dev/video0 || echo no-video0")
