@@ -7,57 +7,24 @@ import fcntl
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from conftest import ROOT, Mount, start_mount
+from memtrackfs.testing import start_vpu_sim, stop_process, wait_for
 from vpu_sim import uapi
 
 TREE = "sys/kernel/debug/v4l2-memtrack/amphion-vpu"
 DECODER, ENCODER = "dev/video0", "dev/video1"
 
 
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def start_daemon(mount: Mount, *args: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "vpu_sim", "daemon", "--mount", str(mount.path), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wait_for(lambda: (mount / ENCODER).exists() or proc.poll() is not None, what="vpu_sim's nodes")
-    assert proc.poll() is None, proc.stdout.read()
-    return proc
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.fixture
-def vpu(tmp_path: Path) -> Iterator[Mount]:
-    mount = start_mount(tmp_path)
-    daemon = start_daemon(mount)
-    try:
-        yield mount
-    finally:
-        stop(daemon)
-        mount.umount()
+def vpu(vpu_board: Mount) -> Mount:
+    return vpu_board
 
 
 def instances(mount: Mount) -> list[list[str]]:
@@ -188,7 +155,7 @@ def test_a_ninth_decoder_instance_is_busy(vpu: Mount) -> None:
 
 def test_a_killed_daemon_makes_nodes_fail_and_a_restart_works(tmp_path: Path) -> None:
     mount = start_mount(tmp_path)
-    daemon = start_daemon(mount)
+    daemon = start_vpu_sim(mount)
     try:
         fd = os.open(mount / DECODER, os.O_RDWR)
         daemon.kill()
@@ -201,10 +168,10 @@ def test_a_killed_daemon_makes_nodes_fail_and_a_restart_works(tmp_path: Path) ->
         os.close(fd)
         assert not (mount / TREE).exists()          # the driver's tree went with it
         assert sorted(os.listdir(mount.path)) == ["dev", "proc", "sys"]  # memtrackfs stays up
-        daemon = start_daemon(mount)
+        daemon = start_vpu_sim(mount)
         done = subprocess.run([sys.executable, "-m", "vpu_sim", "play", "--mount", str(mount.path), "--seconds", "0.5"],
                               capture_output=True, text=True, timeout=30)
         assert done.returncode == 0 and " frames" in done.stdout
     finally:
-        stop(daemon)
+        stop_process(daemon)
         mount.umount()
