@@ -50,7 +50,8 @@ class MemtrackClient:
         self._on_event = on_event or self.events.put
         self._ids = itertools.count(1)
         self._pending: dict[int, Future] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()        # guards _pending and _closed
+        self._send_lock = threading.Lock()   # one request on the wire at a time
         self._closed: Optional[BaseException] = None
         self.closed = threading.Event()  # set when the connection ends, for whatever reason
         self._reader = threading.Thread(target=self._read_loop, name="memtrack-client", daemon=True)
@@ -69,12 +70,16 @@ class MemtrackClient:
                 raise ConnectionError(errno.ENOTCONN, f"connection to {self.socket_path} is closed: {self._closed}")
             request_id = next(self._ids)
             self._pending[request_id] = future
-            data = (json.dumps({"id": request_id, "op": op, **fields}) + "\n").encode()
-            try:
+        data = (json.dumps({"id": request_id, "op": op, **fields}) + "\n").encode()
+        # Not under ``_lock``: a send that waits for the daemon to read must not stop the reader
+        # thread (which takes ``_lock``) from draining the replies the daemon waits to send.
+        try:
+            with self._send_lock:
                 self._sock.sendall(data)
-            except OSError as exc:
-                del self._pending[request_id]
-                raise ConnectionError(exc.errno, f"memtrackfs daemon went away: {exc.strerror}") from None
+        except OSError as exc:
+            with self._lock:
+                self._pending.pop(request_id, None)
+            raise ConnectionError(exc.errno, f"memtrackfs daemon went away: {exc.strerror}") from None
         return future
 
     def call(self, op: str, timeout: Optional[float] = 30.0, **fields: Any) -> dict[str, Any]:

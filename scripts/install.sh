@@ -5,7 +5,7 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 
-packages=(fuse3 libfuse2 python3 python3-venv gcc libc6-dev linux-libc-dev socat busybox util-linux procps kmod)
+packages=(fuse3 libfuse2 libfuse3-dev pkg-config python3 python3-venv gcc libc6-dev linux-libc-dev socat busybox util-linux procps kmod)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
