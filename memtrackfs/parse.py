@@ -33,9 +33,16 @@ class RkBuffer(NamedTuple):
     devices: tuple[str, ...]
 
 
+def _lines(text: str) -> list[str]:
+    """The file's lines: only "\n" ends one, as in the kernel (str.splitlines would also split
+    at U+2028 and other separators a name might hold)."""
+    lines = text.split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
 def parse_memtrack(text: str) -> tuple[int, list[TrackedNode]]:
     """A ``v4l2-memtrack/<root>`` file: (total, nodes in pre-order). ValueError if malformed."""
-    lines = text.splitlines()
+    lines = _lines(text)
     total = _TOTAL.match(lines[0]) if lines else None
     if total is None:
         raise ValueError("not a v4l2-memtrack file: no 'Total memory usage' line")
@@ -54,7 +61,7 @@ def parse_memtrack(text: str) -> tuple[int, list[TrackedNode]]:
 def parse_rk_dmabuf_dev(text: str) -> list[RkBuffer]:
     """Rockchip's ``proc/rk_dmabuf/dev``: one entry per buffer, newest first."""
     buffers = []
-    for line in text.splitlines()[2:]:
+    for line in _lines(text)[2:]:
         m = _RK_DEV.match(line)
         if m is None:
             raise ValueError(f"malformed rk_dmabuf/dev line {line!r}")

@@ -15,6 +15,11 @@ ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak-seconds", type=float, default=float(os.environ.get("MEMTRACKFS_SOAK_SECONDS", "10")),
+                     help="how long tests/test_soak.py runs its load (default $MEMTRACKFS_SOAK_SECONDS or 10; the issue's long run: 60)")
+
+
 @pytest.fixture
 def mount(memtrackfs_mount: Mount) -> Mount:
     """A fresh mount (the project's own pytest plugin provides it)."""

@@ -15,7 +15,6 @@ delivers notifications from ``notify_due`` after releasing its lock.
 from __future__ import annotations
 
 import errno
-import unicodedata
 from collections import deque
 from typing import Callable, Iterator, Optional, Union
 
@@ -101,10 +100,9 @@ class Node:
 def _check_name(name: str) -> None:
     if not isinstance(name, str):
         raise KernelError(errno.EINVAL, "a name must be a string")
-    for ch in name:
-        if unicodedata.category(ch) in ("Cc", "Cs"):
-            raise KernelError(errno.EINVAL,
-                              f"name {name!r} contains a control character: refused, it could forge lines")
+    if not name.isprintable():  # control, format, separator (U+2028...) or surrogate characters
+        raise KernelError(errno.EINVAL,
+                          f"name {name!r} contains a control character (or another unprintable one): refused, it could forge lines")
     if len(name.encode("utf-8")) > NAME_MAX:
         raise KernelError(errno.ENAMETOOLONG, f"name is longer than {NAME_MAX} bytes")
 

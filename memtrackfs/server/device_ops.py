@@ -40,11 +40,11 @@ def _base64(request: dict[str, Any], key: str) -> bytes:
 
 def op_register_device(session: "Session", request: dict[str, Any]) -> Reply:
     name = fields.name(request)
-    if session.endpoint is None:
-        session.endpoint = DriverEndpoint(session.client or f"pid {session.peer_pid}", session.push)
+    endpoint = session.endpoint or DriverEndpoint(session.client or f"pid {session.peer_pid}", session.push)
     with session.kernel.transaction() as k:
-        session.endpoint.devices.append(k.devices.register(name, session.endpoint))
-        k.log.info(f"memtrackfs: dev/{name} registered by {session.endpoint.name}")
+        endpoint.devices.append(k.devices.register(name, endpoint))  # refused: nothing changed
+        session.endpoint = endpoint
+        k.log.info(f"memtrackfs: dev/{name} registered by {endpoint.name}")
     return {}
 
 

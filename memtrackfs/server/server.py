@@ -30,9 +30,9 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     return _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
 
 
-# Events queued for a peer that does not read them (a stopped driver or watcher) are capped:
-# past this many, the peer is cut off, as if it had died.
-MAX_QUEUED_EVENTS = 100_000
+# What is queued for a peer that does not read (a stopped driver or watcher) is capped: past
+# this many bytes, the peer is cut off, as if it had died.
+MAX_QUEUED_BYTES = 64 << 20
 
 
 class Connection:
@@ -45,6 +45,7 @@ class Connection:
         self.sock = sock
         self._send_lock = threading.Lock()   # replies and events never interleave on the wire
         self._outbox: deque[bytes] = deque()
+        self._outbox_bytes = 0
         self._outbox_cond = threading.Condition()
         self._writer: threading.Thread | None = None
         self._closing = False
@@ -69,12 +70,13 @@ class Connection:
         with self._outbox_cond:
             if self._closing:
                 return
-            if len(self._outbox) >= MAX_QUEUED_EVENTS:
+            if self._outbox_bytes + len(data) > MAX_QUEUED_BYTES:
                 log.warning("peer %s reads no events: disconnected", self.session.peer_pid)
                 self._closing = True
                 self.sock.shutdown(socket.SHUT_RDWR)  # its reader sees EOF and cleans up
                 return
             self._outbox.append(data)
+            self._outbox_bytes += len(data)
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_loop, name="driver-writer", daemon=True)
                 self._writer.start()
@@ -89,12 +91,14 @@ class Connection:
                     return
                 batch = b"".join(self._outbox)
                 self._outbox.clear()
+                self._outbox_bytes = 0
             self.send(batch)
 
     def _stop_writer(self) -> None:
         with self._outbox_cond:
             self._closing = True
             self._outbox.clear()
+            self._outbox_bytes = 0
             self._outbox_cond.notify()
 
     def _answer_batch(self, lines: list[bytes]) -> list[bytes]:
@@ -117,6 +121,8 @@ class Connection:
 
     def _answer(self, line: bytes) -> bytes:
         request_id = None
+        if len(line) > MAX_LINE:  # whole in one read or not, an over-long line is refused
+            return encode(error_reply(None, KernelError(errno.E2BIG, f"request line longer than {MAX_LINE} bytes: discarded")))
         try:
             request = decode_request(line)
             request_id = request.get("id")

@@ -209,8 +209,9 @@ class Session:
     def op_log(self, request: dict[str, Any]) -> Reply:
         level = fields.integer(request, "level", 0, 7, LEVEL_INFO)
         message = fields.name(request, "message")
-        if len(message) > 1024:
-            raise KernelError(errno.EINVAL, "a log message is at most 1024 characters")
+        if len(message) > 1024 or any(0xD800 <= ord(ch) < 0xE000 for ch in message):
+            # Anything else goes: dev/kmsg escapes it, as printk does; a lone surrogate has no bytes.
+            raise KernelError(errno.EINVAL, "a log message is at most 1024 characters, with no lone surrogates")
         with self.kernel.transaction() as k:
             k.log.emit(level, message)
         return {}
