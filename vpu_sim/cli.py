@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
             app.add_argument("--codec", choices=sorted(CODECS), default="h264")
         if name == "play":
             app.add_argument("--export-to", metavar="DEVICE",
-                             help="export decoded frames as dma-bufs attached to DEVICE (e.g. display-subsystem)")
+                             help=f"export decoded frames as dma-bufs attached to DEVICE (e.g. {amphion.DISPLAY_DEVICE})")
             app.add_argument("--keep-exports", type=_argument(params.seconds), metavar="SECONDS",
                              help="a bug on purpose: hand the exported dma-bufs to a helper (vpu-sim hold) that "
                                   "keeps them SECONDS after playback")
