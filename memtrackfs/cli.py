@@ -9,8 +9,8 @@ from typing import Optional
 
 from memtrackfs import __version__
 from memtrackfs.mounts import default_socket_path
-from memtrackfs.sandbox import SETUP_FAILED, RunError
-from memtrackfs.trace import TraceError
+from memtrackfs.sandbox.command import SETUP_FAILED, RunError
+from memtrackfs.tools.trace import TraceError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,7 +95,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             return umount(args.mountpoint)
         if args.command in ("snapshot", "diff", "record", "plot"):
             return _observe(args)
-        from memtrackfs.replay import replay
+        from memtrackfs.tools.replay import replay
         return replay(args.trace, args.mountpoint, args.socket)
     except RunError as exc:
         print(f"memtrackfs: run: {exc}", file=sys.stderr)
@@ -111,7 +111,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _observe(args: argparse.Namespace) -> int:
-    from memtrackfs import record, snapshot
+    from memtrackfs.tools import record, snapshot
     try:
         if args.command == "snapshot":
             snap = snapshot.take_snapshot(args.mount)
@@ -136,7 +136,7 @@ def _observe(args: argparse.Namespace) -> int:
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from memtrackfs.model.heaps import parse_heap_options
-    from memtrackfs.run import run
+    from memtrackfs.sandbox.run import run
     command = args.program[1:] if args.program[:1] == ["--"] else args.program
     if not command:
         parser.error("run: no COMMAND given (memtrackfs run [OPTIONS] -- COMMAND...)")

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
 from memtrackfs.delayed_work import DelayedWork
-from memtrackfs.devices import DeviceTable
+from memtrackfs.model.devices import DeviceTable
 from memtrackfs.model.dmabuf import DmaBufTable
 from memtrackfs.model.heaps import DEFAULT_HEAPS, HeapSpec, build_heaps
 from memtrackfs.model.kmsg import LEVEL_WARNING, KernelLog

@@ -61,6 +61,11 @@ def is_stale(mountpoint: str) -> bool:
 
 
 def runtime_dir() -> str:
+    """Where sockets, daemon logs and run directories go: ``$MEMTRACKFS_RUNTIME_DIR`` if set (a
+    CI farm running suites side by side gives each its own), else /run/memtrackfs for root."""
+    explicit = os.environ.get("MEMTRACKFS_RUNTIME_DIR")
+    if explicit:
+        return explicit
     if os.geteuid() == 0:
         return "/run/memtrackfs"
     base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/memtrackfs-{os.geteuid()}"

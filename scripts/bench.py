@@ -622,8 +622,8 @@ def bench_throughput(b: Bench, sock: str) -> None:
 
 def bench_device(b: Bench, mnt: str) -> None:
     from vpu_sim import uapi
-    from vpu_sim.apps import DECODER_CARD
-    from vpu_sim.v4l2 import CAPTURE, V4l2Device, find_node
+    from vpu_sim.apps.m2m import DECODER_CARD
+    from vpu_sim.apps.v4l2 import CAPTURE, V4l2Device, find_node
 
     r = b.results
     logf = open(b.path("vpu_sim.log"), "wb")

@@ -2,17 +2,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Iterator
 
 import psutil
 import pytest
 
-from memtrackfs.mounts import read_mounts
-from memtrackfs.testing import Mount, memtrackfs, start_mount  # noqa: F401  (the tests import them from here)
-
-ROOT = Path(__file__).resolve().parent.parent
-GOLDEN = ROOT / "tests" / "golden"
+from memtrackfs.mounts import SOURCE_PREFIX, read_mounts
+from memtrackfs.testing.helpers import Mount
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -26,25 +22,37 @@ def mount(memtrackfs_mount: Mount) -> Mount:
     return memtrackfs_mount
 
 
-def _memtrackfs_mounts() -> set[str]:
-    return {m.mountpoint for m in read_mounts() if m.fstype == "fuse.memtrackfs"}
+def _ours(path: str, places: tuple[str, ...]) -> bool:
+    return any(path == place or path.startswith(place + "/") for place in places)
 
 
-def _memtrackfs_daemons() -> set[int]:
+def _memtrackfs_mounts(places: tuple[str, ...]) -> set[str]:
+    return {m.mountpoint for m in read_mounts() if m.fstype == "fuse.memtrackfs"
+            and (_ours(m.mountpoint, places) or _ours(m.source[len(SOURCE_PREFIX):], places))}
+
+
+def _memtrackfs_daemons(places: tuple[str, ...]) -> set[int]:
     pids = set()
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmdline = proc.info["cmdline"] or []
-        if any("memtrackfs" in part for part in cmdline) and "mount" in cmdline:
+        if (any("memtrackfs" in part for part in cmdline) and "mount" in cmdline
+                and any(_ours(part, places) for part in cmdline)):
             pids.add(proc.info["pid"])
     return pids
 
 
 @pytest.fixture(scope="session", autouse=True)
-def nothing_left_behind() -> Iterator[None]:
-    """The suite's last check: every mount and daemon a test started is gone."""
-    mounts_before, daemons_before = _memtrackfs_mounts(), _memtrackfs_daemons()
+def nothing_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The suite's last check: every mount and daemon this suite started is gone.
+
+    The suite's sockets, logs and run directories go to a runtime directory of its own
+    (``$MEMTRACKFS_RUNTIME_DIR``), so that what another suite on the machine mounts is not counted.
+    """
+    runtime = tmp_path_factory.mktemp("runtime", numbered=False)
+    os.environ["MEMTRACKFS_RUNTIME_DIR"] = str(runtime)
+    places = (str(tmp_path_factory.getbasetemp()), str(runtime))
     yield
-    left_mounts = _memtrackfs_mounts() - mounts_before
-    left_daemons = _memtrackfs_daemons() - daemons_before - {os.getpid()}
+    left_mounts = _memtrackfs_mounts(places)
+    left_daemons = _memtrackfs_daemons(places) - {os.getpid()}
     assert not left_mounts, f"tests left memtrackfs mounts behind: {sorted(left_mounts)}"
     assert not left_daemons, f"tests left memtrackfs daemons behind: {sorted(left_daemons)}"

@@ -6,8 +6,8 @@ import subprocess
 from pathlib import Path
 
 import psutil
+from helpers import ROOT
 
-from conftest import ROOT
 from memtrackfs.mounts import find_mount
 
 

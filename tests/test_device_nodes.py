@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Mount, memtrackfs
+from memtrackfs.testing.helpers import Mount, memtrackfs
 
 # A generic test driver: answers open/release with 0; for ioctl 0xc0105601 (_IOWR('V', 1, 16 bytes))
 # it reads 8 bytes at the address held in the argument's first 8 bytes (a pointer, as in

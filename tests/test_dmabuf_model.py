@@ -7,8 +7,16 @@ import pytest
 
 from memtrackfs.errors import KernelError
 from memtrackfs.model.dmabuf import BOOT_EXPORTS, DmaBufTable, rockchip_default_name
-from memtrackfs.model.heaps import (DEFAULT_HEAPS, MAX_BUFFER_BYTES, CmaHeap, HeapSpec, SystemHeap,
-                                    build_heaps, first_cma_heap, parse_heap_options)
+from memtrackfs.model.heaps import (
+    DEFAULT_HEAPS,
+    MAX_BUFFER_BYTES,
+    CmaHeap,
+    HeapSpec,
+    SystemHeap,
+    build_heaps,
+    first_cma_heap,
+    parse_heap_options,
+)
 from memtrackfs.model.kmsg import KernelLog
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+from helpers import ROOT
 
-from conftest import ROOT, Mount, memtrackfs
 from memtrackfs.client import MemtrackClient, MemtrackError
+from memtrackfs.testing.helpers import Mount, memtrackfs
 
 KiB, MiB = 1 << 10, 1 << 20
 RK = "proc/rk_dmabuf"

@@ -11,10 +11,19 @@ from memtrackfs.errors import KernelError
 from memtrackfs.model.dmabuf import DmaBufTable
 from memtrackfs.model.heaps import Allocation, CmaHeap, Heap, Segment, SystemHeap
 from memtrackfs.model.kmsg import KernelLog
-from memtrackfs.render.dma_buf import render_dma_buf_bufinfo, render_dma_buf_exporter_name, render_dma_buf_size
+from memtrackfs.render.dma_buf import (
+    render_dma_buf_bufinfo,
+    render_dma_buf_exporter_name,
+    render_dma_buf_size,
+)
 from memtrackfs.render.rk_dma_heap import render_rk_dma_heap_alloc_bitmap
-from memtrackfs.render.rk_dmabuf import (render_rk_dmabuf_dev, render_rk_dmabuf_peak, render_rk_dmabuf_sgt,
-                                         render_rk_dmabuf_size, write_rk_dmabuf_peak)
+from memtrackfs.render.rk_dmabuf import (
+    render_rk_dmabuf_dev,
+    render_rk_dmabuf_peak,
+    render_rk_dmabuf_sgt,
+    render_rk_dmabuf_size,
+    write_rk_dmabuf_peak,
+)
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 APP = "app"

@@ -21,9 +21,15 @@ from typing import Iterable
 import psutil
 import pytest
 
-from conftest import Mount, memtrackfs, start_mount
 from memtrackfs.mounts import is_stale
-from memtrackfs.testing import start_vpu_sim, stop_process, wait_for
+from memtrackfs.testing.helpers import (
+    Mount,
+    memtrackfs,
+    start_mount,
+    start_vpu_sim,
+    stop_process,
+    wait_for,
+)
 
 TREE = "sys/kernel/debug/v4l2-memtrack"
 TIMEOUT = 1.0  # --driver-timeout of the mounts here

@@ -23,8 +23,8 @@ from typing import Any, Callable, Iterator, Optional
 
 import pytest
 
-from conftest import Mount
 from memtrackfs.client import MemtrackClient
+from memtrackfs.testing.helpers import Mount
 
 MEMTRACK = "sys/kernel/debug/v4l2-memtrack"
 MAX_LINE = 1 << 20

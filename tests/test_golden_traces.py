@@ -8,8 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import GOLDEN
 
-from conftest import GOLDEN, Mount, memtrackfs
+from memtrackfs.testing.helpers import Mount, memtrackfs
 
 TRACES = sorted((GOLDEN / "traces").glob("*.trace"))
 

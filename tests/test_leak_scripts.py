@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
-from conftest import ROOT, Mount
+from memtrackfs.testing.helpers import Mount
 
 LEAKWATCH = str(ROOT / "scripts" / "leakwatch.sh")
 RK_PEAK = str(ROOT / "scripts" / "rk-peak.sh")

@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
-from conftest import ROOT, Mount, memtrackfs, start_mount
 from memtrackfs.mounts import find_mount, is_stale
+from memtrackfs.testing.helpers import Mount, memtrackfs, start_mount
 
 
 def daemon_pid(mount: Mount) -> int:

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from conftest import Mount
+from memtrackfs.testing.helpers import Mount
 
 MEMTRACK = "sys/kernel/debug/v4l2-memtrack"
 CONTROL = "sys/kernel/debug/dynamic_debug/control"

@@ -5,7 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT
+from helpers import ROOT
+
 from memtrackfs.mounts import read_mounts
 
 FAILING = '''

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+from helpers import ROOT
 
-from conftest import ROOT
 from memtrackfs.mounts import read_mounts, runtime_dir
 
 # vpu-sim and python are installed beside the interpreter running the tests; PYTHONPATH makes
@@ -316,7 +316,7 @@ def test_an_unprivileged_user_gets_the_real_paths_through_a_user_namespace() -> 
     (workdir / "proc").mkdir()
     mount(workdir, "--allow-other", "--proc-union", str(workdir / "proc"))
     script = ("import sys\n"
-              "from memtrackfs.sandbox import run_in_namespace\n"
+              "from memtrackfs.sandbox.command import run_in_namespace\n"
               f"sys.exit(run_in_namespace(['sh', '-c', 'id -u; cat /proc/rk_dmabuf/size; exec cat /proc/self/status'],"
               f" {{'PATH': '/usr/bin:/bin'}}, '{workdir}/mnt', '{workdir}/proc'))\n")
     try:

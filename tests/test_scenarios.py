@@ -15,17 +15,26 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
+from helpers.vpu_rig import (
+    APP,
+    CAP,
+    OUT,
+    Client,
+    FakeClock,
+    FakeMemTrack,
+    start_decoder,
+)
 
-from conftest import ROOT, Mount, start_mount
-from test_vpu_instance import APP, CAP, OUT, Client, FakeClock, FakeMemTrack, start_decoder
+from memtrackfs.testing.helpers import Mount, start_mount
 from vpu_sim import uapi
-from vpu_sim.accounting import Memory
-from vpu_sim.amphion import CoreKind
-from vpu_sim.device import VpuDevice
-from vpu_sim.faults import Faults, parse_fault
-from vpu_sim.ioctls import VideoFile
-from vpu_sim.memtrack import MemoryArea
-from vpu_sim.scenario import parse
+from vpu_sim.driver.accounting import Memory
+from vpu_sim.driver.amphion import CoreKind
+from vpu_sim.driver.device import VpuDevice
+from vpu_sim.driver.faults import Faults, parse_fault
+from vpu_sim.driver.ioctls import VideoFile
+from vpu_sim.driver.memtrack import MemoryArea
+from vpu_sim.scenario.spec import parse
 
 EXAMPLES = ROOT / "examples" / "scenarios"
 LEAKWATCH = ROOT / "scripts" / "leakwatch.sh"

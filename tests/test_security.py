@@ -18,8 +18,8 @@ from typing import Iterator
 
 import pytest
 
-from conftest import Mount, start_mount
 from memtrackfs.client import MemtrackClient, MemtrackError
+from memtrackfs.testing.helpers import Mount, start_mount
 
 MEMTRACK = "sys/kernel/debug/v4l2-memtrack"
 NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]

@@ -6,9 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import Mount, memtrackfs
-from memtrackfs.parse import parse_memtrack
-from memtrackfs.testing import wait_for
+from memtrackfs.testing.helpers import Mount, memtrackfs, wait_for
+from memtrackfs.tools.parse import parse_memtrack
 
 RING = "bitstream-ring-buffer"
 

@@ -27,7 +27,7 @@ from typing import Any, Optional
 import psutil
 import pytest
 
-from conftest import Mount
+from memtrackfs.testing.helpers import Mount
 
 MEMTRACK = "sys/kernel/debug/v4l2-memtrack"
 BUFINFO = "sys/kernel/debug/dma_buf/bufinfo"

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from conftest import Mount
 from memtrackfs.client import MemtrackClient, MemtrackError
+from memtrackfs.testing.helpers import Mount
 
 TREE = "sys/kernel/debug/v4l2-memtrack"
 

@@ -1,10 +1,11 @@
-"""vpu_sim.amphion against the worked numbers of shared/spec/amphion-model.md."""
+"""vpu_sim.driver.amphion against the worked numbers of shared/spec/amphion-model.md."""
 from __future__ import annotations
 
 import pytest
 
-from vpu_sim import amphion, uapi
-from vpu_sim.amphion import CoreKind
+from vpu_sim import uapi
+from vpu_sim.driver import amphion
+from vpu_sim.driver.amphion import CoreKind
 
 
 def test_compressed_plane_is_width_times_height_within_128k_and_8m() -> None:

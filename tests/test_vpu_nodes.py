@@ -13,9 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
-from conftest import ROOT, Mount, start_mount
-from memtrackfs.testing import start_vpu_sim, stop_process, wait_for
+from memtrackfs.testing.helpers import (
+    Mount,
+    start_mount,
+    start_vpu_sim,
+    stop_process,
+    wait_for,
+)
 from vpu_sim import uapi
 
 TREE = "sys/kernel/debug/v4l2-memtrack/amphion-vpu"
@@ -42,11 +48,11 @@ def usage_of(line: str) -> int:
     return int(re.search(r"usage: (\d+)", line).group(1))
 
 
-# A client written against the UAPI in Python: fcntl.ioctl with ctypes structs (vpu_sim.v4l2).
+# A client written against the UAPI in Python: fcntl.ioctl with ctypes structs (vpu_sim.apps.v4l2).
 PY_CLIENT = r"""
 import os, sys, time
 from vpu_sim import uapi
-from vpu_sim.v4l2 import CAPTURE, OUTPUT, V4l2Device
+from vpu_sim.apps.v4l2 import CAPTURE, OUTPUT, V4l2Device
 dev = V4l2Device(sys.argv[1])
 dev.set_format(OUTPUT, uapi.V4L2_PIX_FMT_H264, 1920, 1080)
 outputs = dev.request_buffers(OUTPUT, 8)

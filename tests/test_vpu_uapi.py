@@ -6,7 +6,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-
 from vpu_sim import uapi
 
 # Values quoted from the header's users (strace, v4l-utils), so they hold even without gcc.

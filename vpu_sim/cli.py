@@ -13,14 +13,15 @@ import sys
 import time
 from typing import Callable, Optional, TypeVar
 
-from vpu_sim import amphion, params
-from vpu_sim.apps import DisplayExport, Progress, encode, play, transcode
-from vpu_sim.daemon import ALLOCATORS, VpuDaemon
-from vpu_sim.faults import Faults, FaultSpec, parse_fault
-from vpu_sim.hold import hold
-from vpu_sim.remote import socket_path
-from vpu_sim.runner import run_scenario
-from vpu_sim.v4l2 import CODECS
+from vpu_sim import params
+from vpu_sim.apps.hold import hold
+from vpu_sim.apps.m2m import DisplayExport, Progress, encode, play, transcode
+from vpu_sim.apps.v4l2 import CODECS
+from vpu_sim.driver import amphion
+from vpu_sim.driver.daemon import ALLOCATORS, VpuDaemon
+from vpu_sim.driver.faults import Faults, FaultSpec, parse_fault
+from vpu_sim.driver.remote import socket_path
+from vpu_sim.scenario.runner import run_scenario
 
 T = TypeVar("T")
 

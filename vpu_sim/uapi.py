@@ -8,7 +8,17 @@ offsets and the ioctl numbers, so a mistake here fails a test rather than a clie
 from __future__ import annotations
 
 import ctypes
-from ctypes import c_char, c_int32, c_int64, c_uint8, c_uint16, c_uint32, c_uint64, c_ulong, c_void_p
+from ctypes import (
+    c_char,
+    c_int32,
+    c_int64,
+    c_uint8,
+    c_uint16,
+    c_uint32,
+    c_uint64,
+    c_ulong,
+    c_void_p,
+)
 
 VIDEO_MAX_FRAME = 32
 VIDEO_MAX_PLANES = 8

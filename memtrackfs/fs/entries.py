@@ -12,9 +12,9 @@ import errno
 import stat
 from typing import Any, Callable, Mapping, Optional
 
-from memtrackfs.devices import DeviceNode
 from memtrackfs.errors import KernelError
 from memtrackfs.kernel import Kernel
+from memtrackfs.model.devices import DeviceNode
 from memtrackfs.render.kmsg import render_kmsg_record
 
 

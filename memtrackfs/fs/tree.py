@@ -6,17 +6,36 @@ import os
 from typing import Callable, Optional
 
 from memtrackfs.errors import KernelError
-from memtrackfs.fs.entries import DeviceFile, Directory, Entry, GeneratedFile, KmsgFile, Symlink
+from memtrackfs.fs.entries import (
+    DeviceFile,
+    Directory,
+    Entry,
+    GeneratedFile,
+    KmsgFile,
+    Symlink,
+)
 from memtrackfs.kernel import Kernel
 from memtrackfs.model.dmabuf import DmaBuf, DmaBufTable
 from memtrackfs.model.heaps import first_cma_heap
 from memtrackfs.model.tracker import Node
-from memtrackfs.render.dma_buf import render_dma_buf_bufinfo, render_dma_buf_exporter_name, render_dma_buf_size
-from memtrackfs.render.dynamic_debug import apply_dynamic_debug_query, render_dynamic_debug_control
+from memtrackfs.render.dma_buf import (
+    render_dma_buf_bufinfo,
+    render_dma_buf_exporter_name,
+    render_dma_buf_size,
+)
+from memtrackfs.render.dynamic_debug import (
+    apply_dynamic_debug_query,
+    render_dynamic_debug_control,
+)
 from memtrackfs.render.memtrack import render_memtrack
 from memtrackfs.render.rk_dma_heap import render_rk_dma_heap_alloc_bitmap
-from memtrackfs.render.rk_dmabuf import (render_rk_dmabuf_dev, render_rk_dmabuf_peak, render_rk_dmabuf_sgt,
-                                         render_rk_dmabuf_size, write_rk_dmabuf_peak)
+from memtrackfs.render.rk_dmabuf import (
+    render_rk_dmabuf_dev,
+    render_rk_dmabuf_peak,
+    render_rk_dmabuf_sgt,
+    render_rk_dmabuf_size,
+    write_rk_dmabuf_peak,
+)
 
 
 def _memtrack_file(root: Node) -> GeneratedFile:

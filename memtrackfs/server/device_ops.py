@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from memtrackfs.errors import KernelError
 from memtrackfs.server import fields
 from memtrackfs.server.driver_endpoint import DriverEndpoint
-from memtrackfs.usermem import MAX_COPY, copy_from_user, copy_to_user
+from memtrackfs.server.usermem import MAX_COPY, copy_from_user, copy_to_user
 
 if TYPE_CHECKING:
     from memtrackfs.server.session import Session

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from memtrackfs.errors import KernelError
 from memtrackfs.kernel import Kernel
 from memtrackfs.model.dmabuf import DmaBuf, check_buffer_name, rockchip_default_name
-from memtrackfs.model.heaps import MAX_BUFFER_BYTES, PAGE_SIZE, CmaHeap, Heap, first_cma_heap
+from memtrackfs.model.heaps import (
+    MAX_BUFFER_BYTES,
+    PAGE_SIZE,
+    CmaHeap,
+    Heap,
+    first_cma_heap,
+)
 from memtrackfs.server import fields
 
 if TYPE_CHECKING:

@@ -13,8 +13,8 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, NamedTuple
 
-from memtrackfs.devices import DeviceNode
 from memtrackfs.errors import KernelError
+from memtrackfs.model.devices import DeviceNode
 
 
 class _InFlight(NamedTuple):

@@ -14,7 +14,7 @@ import time
 from typing import Sequence, TextIO
 
 from memtrackfs.client import MemtrackClient
-from vpu_sim.apps import HOLDING
+from vpu_sim.apps.m2m import HOLDING
 
 
 def hold(socket_path: str, buffers: Sequence[int], seconds: float, out: TextIO = sys.stdout) -> int:

@@ -16,7 +16,11 @@ import time
 from collections import Counter
 from typing import Any, Optional
 
-from memtrackfs.parse import parse_first_number, parse_memtrack, parse_rk_dmabuf_dev
+from memtrackfs.tools.parse import (
+    parse_first_number,
+    parse_memtrack,
+    parse_rk_dmabuf_dev,
+)
 
 MEMTRACK_DIR = "sys/kernel/debug/v4l2-memtrack"
 RK_DIR = "proc/rk_dmabuf"

@@ -11,8 +11,9 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from memtrackfs.errors import KernelError
-from vpu_sim import amphion, uapi
-from vpu_sim.amphion import CoreKind
+from vpu_sim import uapi
+from vpu_sim.driver import amphion
+from vpu_sim.driver.amphion import CoreKind
 
 OUTPUT = uapi.V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE
 CAPTURE = uapi.V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE

@@ -21,7 +21,7 @@ class Stream:
 
 
 class AppState(Protocol):
-    """What the view needs of a running application (``vpu_sim.runner.AppRun``)."""
+    """What the view needs of a running application (``vpu_sim.scenario.runner.AppRun``)."""
     name: str
     what: str
     streams: dict[str, Stream]

@@ -20,13 +20,14 @@ import threading
 from typing import Callable, Protocol, TypeVar
 
 from memtrackfs.errors import KernelError
-from vpu_sim import amphion, uapi
-from vpu_sim.amphion import CoreKind
-from vpu_sim.controls import Control, ControlError
-from vpu_sim.device import VpuDevice
-from vpu_sim.formats import CAPTURE, PixFormat, PlaneFormat, fmtdesc_flags
-from vpu_sim.memtrack import Caller
-from vpu_sim.queue import DST_QUEUE_OFF_BASE, Buffer
+from vpu_sim import uapi
+from vpu_sim.driver import amphion
+from vpu_sim.driver.amphion import CoreKind
+from vpu_sim.driver.controls import Control, ControlError
+from vpu_sim.driver.device import VpuDevice
+from vpu_sim.driver.formats import CAPTURE, PixFormat, PlaneFormat, fmtdesc_flags
+from vpu_sim.driver.memtrack import Caller
+from vpu_sim.driver.queue import DST_QUEUE_OFF_BASE, Buffer
 
 DEVICE_CAPS = uapi.V4L2_CAP_VIDEO_M2M_MPLANE | uapi.V4L2_CAP_STREAMING
 BUF_CAPS = (uapi.V4L2_BUF_CAP_SUPPORTS_MMAP | uapi.V4L2_BUF_CAP_SUPPORTS_DMABUF

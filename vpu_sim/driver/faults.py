@@ -23,7 +23,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional, Sequence
 
-from vpu_sim import amphion, params
+from vpu_sim import params
+from vpu_sim.driver import amphion
 from vpu_sim.params import Field
 
 # The internal buffers a release path can forget: the decoder's and the encoder's named leaves.

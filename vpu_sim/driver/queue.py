@@ -13,10 +13,11 @@ from enum import Enum
 from typing import Optional, Sequence
 
 from memtrackfs.errors import KernelError
-from vpu_sim import amphion, uapi
-from vpu_sim.accounting import Held
-from vpu_sim.formats import PixFormat
-from vpu_sim.memtrack import Handle
+from vpu_sim import uapi
+from vpu_sim.driver import amphion
+from vpu_sim.driver.accounting import Held
+from vpu_sim.driver.formats import PixFormat
+from vpu_sim.driver.memtrack import Handle
 
 # v4l2-mem2mem adds this to CAPTURE offsets so one mmap() offset space serves both queues.
 DST_QUEUE_OFF_BASE = 1 << 30

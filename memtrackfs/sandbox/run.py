@@ -3,7 +3,7 @@
 A run owns a work directory under the runtime directory: the mount point ``mnt``, the driver
 socket, the daemons' logs, and ``proc``, where the namespace binds the real procfs for the /proc
 union. It mounts memtrackfs there (with the union), starts the vpu_sim daemon on it unless told
-not to, runs the command through ``memtrackfs.sandbox``, and undoes every step in reverse order
+not to, runs the command through ``memtrackfs.sandbox.command``, and undoes every step in reverse order
 however the run ends. The daemons run outside the namespace: they read the real /proc.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 from typing import Any, NoReturn, Optional, Sequence
 
 from memtrackfs.mounts import find_mount, is_memtrackfs, runtime_dir
-from memtrackfs.sandbox import SETUP_FAILED, WATCHED, RunError, run_in_namespace
+from memtrackfs.sandbox.command import SETUP_FAILED, WATCHED, RunError, run_in_namespace
 
 VPU_START_TIMEOUT = 20.0  # seconds for the vpu_sim daemon to register its nodes
 VPU_STOP_TIMEOUT = 10.0
@@ -124,7 +124,9 @@ def _start_vpu(workdir: Workdir, *vpu_sim_args: str) -> subprocess.Popen:
 
 
 def _wait_for_nodes(workdir: Workdir, daemon: subprocess.Popen) -> None:
-    from vpu_sim.daemon import NODE_NAMES  # only a run with the VPU needs vpu_sim
+    from vpu_sim.driver.daemon import (
+        NODE_NAMES,  # only a run with the VPU needs vpu_sim
+    )
 
     nodes = [os.path.join(workdir.mnt, "dev", name) for name in NODE_NAMES.values()]
     deadline = time.monotonic() + VPU_START_TIMEOUT

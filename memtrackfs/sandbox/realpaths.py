@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import stat
 
-from memtrackfs.namespace import bind, mount_tmpfs
+from memtrackfs.sandbox.namespace import bind, mount_tmpfs
 
 
 def install(mountpoint: str, real_proc: str) -> None:

@@ -6,7 +6,7 @@
         assert vpu_board.read("proc/rk_dmabuf/size") == b"Total: 0 KiB\\n"
 
 Fixtures (each torn down even when the test fails):
-- ``memtrackfs_mount``: a ``memtrackfs.testing.Mount`` in the test's temp dir (``.path``,
+- ``memtrackfs_mount``: a ``memtrackfs.testing.helpers.Mount`` in the test's temp dir (``.path``,
   ``.socket``, ``/ "proc/rk_dmabuf/size"``, ``.read()``, ``.tree()``, ``.kmsg()``, ``.client()``).
 - ``vpu_board``: the same mount with ``vpu-sim daemon`` serving dev/video0 and dev/video1.
   Mark a test ``@pytest.mark.vpu_board(board="imx8qm", fps=60)`` to change the daemon's options.
@@ -18,7 +18,7 @@ from typing import Iterator
 
 import pytest
 
-from memtrackfs.testing import Mount, start_mount, start_vpu_sim, stop_process
+from memtrackfs.testing.helpers import Mount, start_mount, start_vpu_sim, stop_process
 
 
 def pytest_configure(config: pytest.Config) -> None:

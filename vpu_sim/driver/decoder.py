@@ -12,14 +12,15 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Optional, Sequence
 
-from vpu_sim import amphion, uapi
-from vpu_sim.accounting import LeafSet, Memory
-from vpu_sim.amphion import CoreKind, SequenceHeader
-from vpu_sim.faults import NO_FAULTS, Faults
-from vpu_sim.formats import CAPTURE, OUTPUT, PixFormat
-from vpu_sim.instance import DEFAULT_FPS, Clock, Instance
-from vpu_sim.memtrack import Caller, Handle
-from vpu_sim.queue import Buffer, Queue
+from vpu_sim import uapi
+from vpu_sim.driver import amphion
+from vpu_sim.driver.accounting import LeafSet, Memory
+from vpu_sim.driver.amphion import CoreKind, SequenceHeader
+from vpu_sim.driver.faults import NO_FAULTS, Faults
+from vpu_sim.driver.formats import CAPTURE, OUTPUT, PixFormat
+from vpu_sim.driver.instance import DEFAULT_FPS, Clock, Instance
+from vpu_sim.driver.memtrack import Caller, Handle
+from vpu_sim.driver.queue import Buffer, Queue
 
 
 class Decoder(Instance):
@@ -109,7 +110,7 @@ class Decoder(Instance):
                 and not self._source_change)
 
     def _follow_storm(self) -> None:
-        """A resolution storm (``vpu_sim.faults``): the stream's next header announces its size.
+        """A resolution storm (``vpu_sim.driver.faults``): the stream's next header announces its size.
 
         Not while a change is pending or CAPTURE is still being restarted for the last one:
         the stream's headers follow each other, one change at a time.

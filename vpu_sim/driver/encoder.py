@@ -9,15 +9,16 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Sequence
 
-from vpu_sim import amphion, uapi
-from vpu_sim.accounting import LeafSet, Memory
-from vpu_sim.amphion import CoreKind
-from vpu_sim.controls import Control
-from vpu_sim.faults import NO_FAULTS, Faults
-from vpu_sim.formats import CAPTURE, OUTPUT, PixFormat
-from vpu_sim.instance import DEFAULT_FPS, Clock, Instance
-from vpu_sim.memtrack import Caller, Handle
-from vpu_sim.queue import Buffer, Queue
+from vpu_sim import uapi
+from vpu_sim.driver import amphion
+from vpu_sim.driver.accounting import LeafSet, Memory
+from vpu_sim.driver.amphion import CoreKind
+from vpu_sim.driver.controls import Control
+from vpu_sim.driver.faults import NO_FAULTS, Faults
+from vpu_sim.driver.formats import CAPTURE, OUTPUT, PixFormat
+from vpu_sim.driver.instance import DEFAULT_FPS, Clock, Instance
+from vpu_sim.driver.memtrack import Caller, Handle
+from vpu_sim.driver.queue import Buffer, Queue
 
 # A simulated compressed frame: 1/50 of the raw NV12 frame, roughly 4 Mbit/s at 1080p30.
 COMPRESSION_RATIO = 50

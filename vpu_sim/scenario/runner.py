@@ -27,11 +27,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, TextIO
 
-from vpu_sim import amphion
-from vpu_sim.hog import CmaHog
-from vpu_sim.remote import socket_path
-from vpu_sim.scenario import App, Scenario, load
-from vpu_sim.view import LiveView, Stream, Totals, exit_text, summary
+from vpu_sim.apps.hog import CmaHog
+from vpu_sim.driver import amphion
+from vpu_sim.driver.remote import socket_path
+from vpu_sim.scenario.spec import App, Scenario, load
+from vpu_sim.scenario.view import LiveView, Stream, Totals, exit_text, summary
 
 MEMTRACK_DIR = "sys/kernel/debug/v4l2-memtrack"
 TICK = 0.1                 # how often the timeline looks at its processes and redraws

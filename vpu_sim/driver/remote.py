@@ -1,6 +1,6 @@
 """The simulated driver's view of the outside world, over the memtrackfs socket.
 
-``SocketMemTrack`` is the RFC's API (``vpu_sim.memtrack.MemTrack``) as socket requests;
+``SocketMemTrack`` is the RFC's API (``vpu_sim.driver.memtrack.MemTrack``) as socket requests;
 ``HeapBacking`` allocates from one of the mount's DMA heaps (``dma_alloc``/``dma_free``), so the
 driver's buffers show in the heap's usage and a small CMA area fails with ENOMEM as on a board;
 ``CallerMemory`` is copy_from_user/copy_to_user for the ioctl being served.
@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from memtrackfs.client import MemtrackClient
 from memtrackfs.mounts import socket_for_mount
-from vpu_sim.memtrack import Caller, Handle, UsageCallback
+from vpu_sim.driver.memtrack import Caller, Handle, UsageCallback
 
 
 def socket_path(mount: str) -> str:

@@ -2,7 +2,7 @@
 
 It connects to the mount's socket as a driver whose state goes with it (``destroy_on_close``),
 probes (``amphion-vpu`` root with the cores' ``fw``/``rpc``), registers the decoder and encoder
-nodes, and serves each open file's ioctls with ``vpu_sim.ioctls.VideoFile``. Every forwarded call
+nodes, and serves each open file's ioctls with ``vpu_sim.driver.ioctls.VideoFile``. Every forwarded call
 runs in its own thread: a blocking DQBUF must not hold up the others, and the socket's reader
 thread must stay free to deliver the replies those calls wait for.
 """
@@ -16,13 +16,13 @@ import threading
 from typing import Any
 
 from memtrackfs.client import MemtrackClient, MemtrackError
-from vpu_sim.accounting import Memory
-from vpu_sim.amphion import CoreKind
-from vpu_sim.device import VpuDevice
-from vpu_sim.faults import NO_FAULTS, Faults
-from vpu_sim.ioctls import VideoFile
-from vpu_sim.memtrack import Backing, Caller, MemoryArea
-from vpu_sim.remote import CallerMemory, HeapBacking, SocketMemTrack
+from vpu_sim.driver.accounting import Memory
+from vpu_sim.driver.amphion import CoreKind
+from vpu_sim.driver.device import VpuDevice
+from vpu_sim.driver.faults import NO_FAULTS, Faults
+from vpu_sim.driver.ioctls import VideoFile
+from vpu_sim.driver.memtrack import Backing, Caller, MemoryArea
+from vpu_sim.driver.remote import CallerMemory, HeapBacking, SocketMemTrack
 
 # Where vb2's planes come from, per allocator (the 2009 videobuf allocator RFC's three kinds).
 ALLOCATORS = ("dma-contig", "dma-sg", "vmalloc")

@@ -16,14 +16,28 @@ import math
 from typing import Callable, ClassVar, Optional, Sequence
 
 from memtrackfs.errors import KernelError
-from vpu_sim import amphion, uapi
-from vpu_sim.accounting import Held, LeafSet, Memory
-from vpu_sim.amphion import CoreKind
-from vpu_sim.controls import Control, Controls, memory_usage_control, min_buffers_control
-from vpu_sim.faults import NO_FAULTS, Faults
-from vpu_sim.formats import CAPTURE, OUTPUT, FormatSpec, PixFormat, default_format, queue_formats, try_format
-from vpu_sim.memtrack import Caller, Handle
-from vpu_sim.queue import Buffer, Queue
+from vpu_sim import uapi
+from vpu_sim.driver import amphion
+from vpu_sim.driver.accounting import Held, LeafSet, Memory
+from vpu_sim.driver.amphion import CoreKind
+from vpu_sim.driver.controls import (
+    Control,
+    Controls,
+    memory_usage_control,
+    min_buffers_control,
+)
+from vpu_sim.driver.faults import NO_FAULTS, Faults
+from vpu_sim.driver.formats import (
+    CAPTURE,
+    OUTPUT,
+    FormatSpec,
+    PixFormat,
+    default_format,
+    queue_formats,
+    try_format,
+)
+from vpu_sim.driver.memtrack import Caller, Handle
+from vpu_sim.driver.queue import Buffer, Queue
 
 Clock = Callable[[], float]
 DEFAULT_FPS = 30.0
@@ -329,7 +343,7 @@ class Instance:
         """release(): free every buffer, then remove the instance node (no leak report).
 
         With the ``driver-leak`` fault, the named internal buffers are forgotten, and the node
-        that still holds them stays in the tree (see ``vpu_sim.faults``).
+        that still holds them stays in the tree (see ``vpu_sim.driver.faults``).
         """
         if self.closed:
             return

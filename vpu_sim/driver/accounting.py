@@ -9,7 +9,7 @@ import errno
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
-from vpu_sim.memtrack import Allocation, Backing, Caller, Handle, MemTrack
+from vpu_sim.driver.memtrack import Allocation, Backing, Caller, Handle, MemTrack
 
 
 @dataclass(frozen=True)

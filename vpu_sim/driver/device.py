@@ -11,14 +11,14 @@ import threading
 import time
 
 from memtrackfs.errors import KernelError
-from vpu_sim import amphion
-from vpu_sim.accounting import Memory
-from vpu_sim.amphion import Core, CoreKind
-from vpu_sim.decoder import Decoder
-from vpu_sim.encoder import Encoder
-from vpu_sim.faults import NO_FAULTS, Faults
-from vpu_sim.instance import DEFAULT_FPS, Clock, Instance
-from vpu_sim.memtrack import Caller
+from vpu_sim.driver import amphion
+from vpu_sim.driver.accounting import Memory
+from vpu_sim.driver.amphion import Core, CoreKind
+from vpu_sim.driver.decoder import Decoder
+from vpu_sim.driver.encoder import Encoder
+from vpu_sim.driver.faults import NO_FAULTS, Faults
+from vpu_sim.driver.instance import DEFAULT_FPS, Clock, Instance
+from vpu_sim.driver.memtrack import Caller
 
 INSTANCE_TYPES: dict[CoreKind, type[Instance]] = {CoreKind.DECODER: Decoder, CoreKind.ENCODER: Encoder}
 

@@ -19,7 +19,7 @@ from typing import Callable, Optional, Sequence, TextIO
 
 from memtrackfs.client import MemtrackClient
 from vpu_sim import uapi
-from vpu_sim.v4l2 import CAPTURE, OUTPUT, V4l2Device, find_node, fourcc
+from vpu_sim.apps.v4l2 import CAPTURE, OUTPUT, V4l2Device, find_node, fourcc
 
 DECODER_CARD = "amphion vpu decoder"
 ENCODER_CARD = "amphion vpu encoder"

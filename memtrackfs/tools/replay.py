@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from typing import BinaryIO, Iterable, Optional, TextIO
 
 from memtrackfs.client import MemtrackClient, MemtrackError
-from memtrackfs.trace import TraceOp, parse_trace
+from memtrackfs.tools.trace import TraceOp, parse_trace
 
 _MEMTRACK_DIR = "sys/kernel/debug/v4l2-memtrack"
 

@@ -1,7 +1,7 @@
 """The command of ``memtrackfs run``: started in a private namespace, waited for, and outlived by
 nothing in that namespace.
 
-A forked child enters the namespace, installs the real paths (``memtrackfs.realpaths``) and execs
+A forked child enters the namespace, installs the real paths (``memtrackfs.sandbox.realpaths``) and execs
 the command. It reports through a close-on-exec pipe: the identity of its mount namespace, then
 either nothing (the exec closed the pipe) or why it failed. The parent waits with the signals it
 watches blocked and taken one by one with sigtimedwait, so none can interrupt it half-way; it
@@ -16,7 +16,7 @@ import signal
 import time
 from typing import Mapping, NoReturn, Sequence
 
-from memtrackfs import namespace, realpaths
+from memtrackfs.sandbox import namespace, realpaths
 
 # Exit statuses of `memtrackfs run` itself, as env(1) and timeout(1) have them.
 SETUP_FAILED = 125

@@ -9,7 +9,7 @@ import json
 import time
 from typing import IO, Any, Optional
 
-from memtrackfs.snapshot import take_snapshot
+from memtrackfs.tools.snapshot import take_snapshot
 
 
 def sample(root: str, started: float) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Scenarios: TOML timelines of applications and faults, their runner and live view."""
