@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate random v4l2-memtrack traces for golden tests.
 
-The output follows the trace format of ``shared/spec/trace-format.md`` (one operation per line:
+The output follows the trace format of ``docs/spec/trace-format.md`` (one operation per line:
 ``as``, ``root``, ``node``, ``add``, ``sub``, ``set``, ``delay``, ``destroy``, ``show``, ``read``).
 A trace is meant to be fed to the oracle (the RFC's own C code, ``shared/oracle``) to produce the
 expected output, and to ``memtrackfs replay`` to check it.

@@ -1,4 +1,4 @@
-"""vpu_sim.driver.amphion against the worked numbers of shared/spec/amphion-model.md."""
+"""vpu_sim.driver.amphion against the worked numbers of docs/spec/amphion-model.md."""
 from __future__ import annotations
 
 import pytest

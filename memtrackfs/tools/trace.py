@@ -1,4 +1,4 @@
-"""Parser of the memtrack trace format (``../shared/spec/trace-format.md``).
+"""Parser of the memtrack trace format (``docs/spec/trace-format.md``).
 
 One operation per line; ``#`` starts a comment line; blank lines are skipped; ``-`` as a name
 means no name. The parser checks the shape of each line and nothing about the tree: what a line

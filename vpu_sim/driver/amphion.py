@@ -1,6 +1,6 @@
 """The NXP Amphion VPU model: names, cores, limits and every buffer size, as pure functions.
 
-The numbers are the contract of ``shared/spec/amphion-model.md`` (from the upstream driver
+The numbers are the contract of ``docs/spec/amphion-model.md`` (from the upstream driver
 ``drivers/media/platform/amphion/`` and the RFC's patch 7); ``tests/test_vpu_amphion.py`` holds
 the spec's worked examples. Where the spec leaves a choice open (how many reference frames a
 stream needs, how many encoder frames the firmware asks for) the rule picked is written here.
