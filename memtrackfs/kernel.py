@@ -38,6 +38,9 @@ class Kernel:
         self.devices = DeviceTable()
         self.driver_timeout = driver_timeout  # how long a device-node call waits for its driver
         self._delayed = DelayedWork(self._fire_delayed)
+        # Told, after the lock is released, that the kernel log has new records (dev/kmsg pollers).
+        self.log_listeners: list[Callable[[], None]] = []
+        self._announced_seq = 0
 
     @contextmanager
     def transaction(self) -> Iterator["Kernel"]:
@@ -47,8 +50,13 @@ class Kernel:
                 yield self
             finally:
                 due = self._take_due_notifications()
+                new_records = self.log.next_seq != self._announced_seq
+                self._announced_seq = self.log.next_seq
         for callback, node, usage in due:
             self._call(callback, node, usage)
+        if new_records:
+            for listener in self.log_listeners:
+                listener()
 
     def _take_due_notifications(self) -> list[tuple[NotifyCallback, Node, int]]:
         due = self.tracker.notify_due
@@ -76,7 +84,7 @@ class Kernel:
         try:
             callback(node, usage)
         except Exception as exc:  # a broken watcher must not break the writer that notified it
-            with self.lock:
+            with self.transaction():
                 self.log.emit(LEVEL_WARNING, f"memtrackfs: notify callback failed: {exc!r}")
 
     def shutdown(self) -> None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 import errno
 import os
 import re
+import select
 import stat
 import subprocess
+import sys
 import threading
 
 import pytest
 
-from memtrackfs.testing.helpers import Mount
+from memtrackfs.testing.helpers import Mount, wait_for
 
 MEMTRACK = "sys/kernel/debug/v4l2-memtrack"
 CONTROL = "sys/kernel/debug/dynamic_debug/control"
@@ -155,6 +157,47 @@ def test_kmsg_returns_one_record_per_read_and_ends(mount: Mount) -> None:
     assert [re.fullmatch(rb"6,(\d+),(\d+),-;hello (\d)\n", r) is not None for r in records[:3]] == [True] * 3
     assert [int(r.split(b",")[1]) for r in records[:3]] == [0, 1, 2]
     assert records[3] == b""
+
+
+def test_kmsg_poll_waits_for_the_next_record(mount: Mount) -> None:
+    """poll(2) on dev/kmsg: not readable at the end of the log; a new record wakes a sleeping poller."""
+    with mount.client() as c:
+        c.call("log", level=6, message="before")
+    fd = os.open(mount / "dev/kmsg", os.O_RDONLY)
+    try:
+        while os.read(fd, 8192):
+            pass
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        assert poller.poll(0) == []
+        waiter = subprocess.Popen([sys.executable, "-c", POLL_KMSG, str(mount / "dev/kmsg")],
+                                  stdout=subprocess.PIPE, text=True)
+        # It reads to the end, then sleeps in poll(): only a wake-up from the daemon ends it in time.
+        wait_for(lambda: _sleeping_in_poll(waiter.pid), what="the poller to sleep in poll()")
+        with mount.client() as c:
+            c.call("log", level=6, message="after")
+        out, _ = waiter.communicate(timeout=30)
+        assert out.strip() == str(select.POLLIN)
+        assert poller.poll(0) == [(fd, select.POLLIN)]
+        assert os.read(fd, 8192).endswith(b";after\n")
+    finally:
+        os.close(fd)
+
+
+POLL_KMSG = """
+import os, select, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+while os.read(fd, 8192):
+    pass
+poller = select.poll()
+poller.register(fd, select.POLLIN)
+print(poller.poll(60000)[0][1])
+"""
+
+
+def _sleeping_in_poll(pid: int) -> bool:
+    with open(f"/proc/{pid}/wchan") as wchan, open(f"/proc/{pid}/stat") as stat:
+        return "poll" in wchan.read() and stat.read().rsplit(")", 1)[1].split()[0] == "S"
 
 
 def test_dynamic_debug_gates_the_leak_report(mount: Mount) -> None:

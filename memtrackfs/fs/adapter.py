@@ -16,8 +16,9 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from memtrackfs.fs.entries import DeviceFile, Directory, Entry, File, OpenFile, Symlink
+from memtrackfs.fs.entries import DeviceFile, Directory, Entry, File, KmsgFile, OpenFile, Symlink
 from memtrackfs.fs.fuselib import load_fuse_module
+from memtrackfs.fs.poll import PollHandles
 from memtrackfs.kernel import Kernel
 
 fuse = load_fuse_module()
@@ -86,6 +87,8 @@ class MemtrackOperations(fuse.Operations):
         self._owner = (os.geteuid(), os.getegid())
         self._attrs: dict[tuple[int, int], dict[str, int]] = {}  # one attribute dict per kind
         self._boot_ns = time.time_ns()
+        self.poll_handles = PollHandles(fuse)
+        kernel.log_listeners.append(self._wake_kmsg_readers)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -203,7 +206,22 @@ class MemtrackOperations(fuse.Operations):
             ctypes.memmove(data, out, len(out))
         return 0
 
+    def poll(self, path: str, fi: Any, poll_handle: Optional[int], revents: Any) -> int:
+        handle = self._open.get(fi.fh)
+        if handle is None:
+            raise fuse.FuseOSError(errno.EBADF)
+        self.poll_handles.arm(handle.fh, poll_handle)  # before the mask: no change can be missed
+        revents[0] = handle.entry.poll(self.kernel, handle)
+        return 0
+
+    def _wake_kmsg_readers(self) -> None:
+        def reads_kmsg(fh: int) -> bool:
+            handle = self._open.get(fh)
+            return handle is not None and isinstance(handle.entry, KmsgFile)
+        self.poll_handles.wake(reads_kmsg)
+
     def release(self, path: str, fi: Any) -> int:
+        self.poll_handles.forget(fi.fh)
         handle = self._open.pop(fi.fh, None)
         if handle is not None and isinstance(handle.entry, DeviceFile):
             try:

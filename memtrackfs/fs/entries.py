@@ -13,6 +13,7 @@ import stat
 from typing import Any, Callable, Mapping, Optional
 
 from memtrackfs.errors import KernelError
+from memtrackfs.fs.poll import DEFAULT_POLLMASK, POLLIN, POLLRDNORM
 from memtrackfs.kernel import Kernel
 from memtrackfs.model.devices import DeviceNode
 from memtrackfs.render.kmsg import render_kmsg_record
@@ -81,6 +82,12 @@ class File(Entry):
         # procfs answers EIO when root writes a file that has no write handler.
         raise KernelError(errno.EIO, "this file is read-only")
 
+    def poll(self, kernel: Kernel, handle: OpenFile) -> int:
+        """The poll(2) events ready now; a file that can become ready later also has its open
+        files woken (``PollHandles.wake``) when it does. Generated files have no poll handler:
+        the kernel's answer for those is DEFAULT_POLLMASK."""
+        return DEFAULT_POLLMASK
+
 
 class GeneratedFile(File):
     """A seq_file-like file: the whole content rendered once per open, served from the snapshot."""
@@ -126,6 +133,12 @@ class KmsgFile(File):
             raise KernelError(errno.EINVAL, "read buffer smaller than the next record")
         handle.cursor += 1
         return data
+
+    def poll(self, kernel: Kernel, handle: OpenFile) -> int:
+        # devkmsg_poll(): readable while a record follows the reader's position.
+        with kernel.lock:
+            readable = kernel.log.next_seq > handle.cursor and bool(kernel.log.records)
+        return POLLIN | POLLRDNORM if readable else 0
 
 
 class DeviceFile(File):
