@@ -8,6 +8,7 @@ import sys
 from typing import Optional
 
 from memtrackfs import __version__
+from memtrackfs.model.boards import BOARD_NAMES, DEFAULT_BOARD
 from memtrackfs.mounts import default_socket_path
 from memtrackfs.sandbox.command import SETUP_FAILED, RunError
 from memtrackfs.tools.trace import TraceError
@@ -25,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     mount.add_argument("--allow-other", action="store_true", help="let other users see the mount")
     mount.add_argument("--driver-timeout", type=float, default=5.0, metavar="SECONDS",
                        help="how long a device-node call waits for its driver (default 5)")
+    _add_board_options(mount)
     _add_heap_option(mount)
     mount.add_argument("--proc-union", metavar="PATH",
                        help="list every real /proc entry in proc/ too, as a link to PATH/NAME "
@@ -40,9 +42,9 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a command in a private mount namespace where the emulation "
                                      "is at the real paths (/proc, /sys/kernel/debug, /dev)",
-                         usage="memtrackfs run [--board BOARD] [--no-vpu] [--scenario FILE] [--heap NAME[=SIZE]] -- COMMAND...")
-    run.add_argument("--board", default="imx8qxp",
-                     help="the board the vpu_sim daemon emulates: imx8qxp (default) or imx8qm")
+                         usage="memtrackfs run [--board BOARD] [--bsp VERSION] [--no-vpu] [--scenario FILE] "
+                               "[--heap NAME[=SIZE]] -- COMMAND...")
+    _add_board_options(run)
     run.add_argument("--no-vpu", action="store_true", help="do not start the vpu_sim daemon")
     run.add_argument("--scenario", metavar="FILE",
                      help="play a scenario (vpu-sim scenario FILE: its own driver and applications) beside COMMAND")
@@ -68,11 +70,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_board_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--board", choices=BOARD_NAMES, default=None,
+                        help="the board whose kernel files exist: imx8qxp, imx8qm (v4l2-memtrack, no rk_*), "
+                             "rk3588 (Rockchip's rk_dmabuf, rk_dma_heap, mpp_service), or union (default: every file)")
+    parser.add_argument("--bsp", choices=("5.10", "6.1"), default=None,
+                        help="rk3588 only: the BSP kernel whose /proc/mpp_service files to show (default 5.10, "
+                             "the Rockchip DMABUF guide's)")
+
+
 def _add_heap_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heap", action="append", default=[], metavar="NAME[=SIZE]",
-                        help="a DMA-BUF heap, repeatable: 'system' or 'system-*' (page-scattered RAM, "
-                             "default 4G) or a CMA heap with its size, e.g. 'cma=256M' "
-                             "(default: --heap system --heap cma=256M)")
+                        help="a DMA-BUF heap, repeatable, instead of the board's: 'system' or 'system-*' "
+                             "(page-scattered RAM, default 4G) or a CMA heap with its size, e.g. 'cma=256M' "
+                             "(the default board's: --heap system --heap cma=256M)")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -82,11 +93,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == "mount":
             from memtrackfs.daemon import MountOptions, mount
             from memtrackfs.model.heaps import parse_heap_options
-            heaps = parse_heap_options(args.heap)  # refused here, before anything is mounted
+            board_name = _board(parser, args)
+            heaps = parse_heap_options(args.heap) if args.heap else None  # refused here, before anything is mounted
             if args.proc_union is not None and not os.path.isabs(args.proc_union):
                 parser.error("--proc-union: PATH must be absolute (the links are read in another namespace)")
             options = MountOptions(args.socket or default_socket_path(args.mountpoint), args.allow_other,
-                                   args.driver_timeout, heaps, args.proc_union)
+                                   args.driver_timeout, heaps, args.proc_union, board_name, args.bsp)
             return mount(args.mountpoint, options, args.foreground)
         if args.command == "run":
             return _run(parser, args)
@@ -134,11 +146,19 @@ def _observe(args: argparse.Namespace) -> int:
         return 2
 
 
+def _board(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    name = args.board or DEFAULT_BOARD
+    if args.bsp is not None and name != "rk3588":
+        parser.error(f"--bsp is for --board rk3588 (its BSP kernels), not {name}")
+    return name
+
+
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from memtrackfs.model.heaps import parse_heap_options
     from memtrackfs.sandbox.run import run
     command = args.program[1:] if args.program[:1] == ["--"] else args.program
     if not command:
         parser.error("run: no COMMAND given (memtrackfs run [OPTIONS] -- COMMAND...)")
+    board_name = _board(parser, args) if args.board or args.bsp else None
     parse_heap_options(args.heap)  # refused here, before anything is mounted
-    return run(command, args.board, not args.no_vpu, args.heap, args.scenario)
+    return run(command, board_name, args.bsp, not args.no_vpu, args.heap, args.scenario)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 from memtrackfs.errors import KernelError
-from memtrackfs.model.heaps import DEFAULT_HEAPS, HeapSpec
+from memtrackfs.model.boards import DEFAULT_BOARD
+from memtrackfs.model.heaps import HeapSpec
 from memtrackfs.mounts import SOURCE_PREFIX, find_mount, is_memtrackfs, is_stale
 
 log = logging.getLogger("memtrackfs")
@@ -63,8 +64,10 @@ class MountOptions:
     socket_path: str
     allow_other: bool = False
     driver_timeout: float = 5.0          # seconds a device-node call waits for its driver
-    heaps: Sequence[HeapSpec] = DEFAULT_HEAPS
+    heaps: Optional[Sequence[HeapSpec]] = None  # None: the board's
     proc_union: Optional[str] = None     # see fs.tree.build_tree
+    board: str = DEFAULT_BOARD
+    bsp: Optional[str] = None            # None: the board's own
 
 
 def serve(mountpoint: str, options: MountOptions, on_ready: Callable[[], None]) -> None:
@@ -73,11 +76,13 @@ def serve(mountpoint: str, options: MountOptions, on_ready: Callable[[], None]) 
     from memtrackfs.fs.adapter import MemtrackOperations, fuse
     from memtrackfs.fs.tree import build_tree
     from memtrackfs.kernel import Kernel
+    from memtrackfs.model.boards import board
     from memtrackfs.server.server import DriverServer
 
     if "," in options.socket_path:
         raise KernelError(errno.EINVAL, f"socket path {options.socket_path!r} may not contain ','")
-    kernel = Kernel(driver_timeout=options.driver_timeout, heaps=options.heaps)
+    kernel = Kernel(driver_timeout=options.driver_timeout, heaps=options.heaps,
+                    board=board(options.board, options.bsp))
     server = DriverServer(kernel, options.socket_path)
     server.start()
     try:

@@ -14,13 +14,15 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from memtrackfs.delayed_work import DelayedWork
+from memtrackfs.model.boards import Board, board
 from memtrackfs.model.devices import DeviceTable
 from memtrackfs.model.dmabuf import DmaBufTable
-from memtrackfs.model.heaps import DEFAULT_HEAPS, HeapSpec, build_heaps
+from memtrackfs.model.heaps import HeapSpec, build_heaps
 from memtrackfs.model.kmsg import LEVEL_WARNING, KernelLog
+from memtrackfs.model.mpp import MppService
 from memtrackfs.model.tracker import Node, NotifyCallback, Tracker, debug_sites
 
 
@@ -28,13 +30,15 @@ class Kernel:
     """One emulated board's kernel state, shared by the FUSE adapter and the driver socket."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, driver_timeout: float = 5.0,
-                 heaps: Sequence[HeapSpec] = DEFAULT_HEAPS) -> None:
+                 heaps: Optional[Sequence[HeapSpec]] = None, board: Board = board()) -> None:
         self.lock = threading.Lock()
         boot = clock()
+        self.board = board
         self.log = KernelLog(lambda: int((clock() - boot) * 1_000_000), debug_sites())
         self.tracker = Tracker(self.log)
-        self.heaps = build_heaps(heaps, self.log)
+        self.heaps = build_heaps(board.heaps if heaps is None else heaps, self.log)
         self.dmabufs = DmaBufTable()
+        self.mpp = MppService(board.mpp, self.dmabufs) if board.mpp is not None else None
         self.devices = DeviceTable()
         self.driver_timeout = driver_timeout  # how long a device-node call waits for its driver
         self._delayed = DelayedWork(self._fire_delayed)

@@ -43,13 +43,15 @@ class FixedHeap(Heap):
 @pytest.fixture
 def board() -> tuple[DmaBufTable, CmaHeap]:
     """Four buffers, oldest first: a system-heap one with a long Rockchip name, two devices
-    attached and the newest mapped; an unnamed vb2 export from CMA, mapped; a driver buffer whose
-    scatter list ends in 512 bytes; a small CMA buffer with no attachment."""
+    attached and the newest mapped; an unnamed vb2 export from CMA, mapped; a DRM PRIME export
+    (its exporter caches mapped scatter lists) whose scatter list ends in 512 bytes; a small CMA
+    buffer with no attachment."""
     table = DmaBufTable()
     cma = CmaHeap("cma", 128 * 4096, 0x1000_0000, KernelLog(lambda: 0, []))
     a = table.export("system", SystemHeap("system", GiB), MiB + 64 * KiB + 4096, "416-allocator@4.0-s", APP)
     b = table.export("videobuf2_dma_contig", cma, 155520, None, APP)
-    c = table.export("rknpu", FixedHeap([Segment(0x2_4000_0000, 4096), Segment(0x2_4000_2000, 512)]), 4608, "npu", APP)
+    c = table.export("rknpu", FixedHeap([Segment(0x2_4000_0000, 4096), Segment(0x2_4000_2000, 512)]), 4608, "npu", APP,
+                     caches_sgt=True)
     table.export("cma", cma, 4096, "1234-camera", APP)
     table.attach(a.ino, "2c000000.vpu", APP)
     for buf, device in ((a, "display-subsystem"), (b, "display-subsystem"), (c, "fdab0000.npu")):
@@ -74,21 +76,32 @@ def test_dev(board: tuple[DmaBufTable, CmaHeap]) -> None:
         b"ffffff82c4fab200 416-allocator@4. system                 1092 KiB display-subsystem 2c000000.vpu\n")
 
 
-def test_sgt(board: tuple[DmaBufTable, CmaHeap]) -> None:
+SGT = (b"          DMABUF NAME             EXPORT                 SIZE:KiB   SGLIST\n"
+       b"\n"
+       b"ffffff81a2e17600 npu              rknpu                     4 KiB"
+       b"   0: 0x0000000240000000..0x0000000240000fff (         4 KiB)\n"
+       + b" " * 65 + b"   1: 0x0000000240002000..0x00000002400021ff (       512 Bytes)\n")
+
+
+def test_sgt_shows_only_the_scatter_lists_an_exporter_keeps(board: tuple[DmaBufTable, CmaHeap]) -> None:
+    """The system-heap and vb2 buffers are mapped too, but their exporters keep no attach->sgt."""
     table, _ = board
-    pad = b" " * 65
-    assert render_rk_dmabuf_sgt(table) == (
-        b"          DMABUF NAME             EXPORT                 SIZE:KiB   SGLIST\n"
-        b"\n"
-        b"ffffff81a2e17600 npu              rknpu                     4 KiB"
-        b"   0: 0x0000000240000000..0x0000000240000fff (         4 KiB)\n"
-        + pad + b"   1: 0x0000000240002000..0x00000002400021ff (       512 Bytes)\n"
-        b"ffffff8133ee1400 (null)           videobuf2_dma_co        152 KiB"
-        b"   0: 0x0000000010000000..0x0000000010025fff (       152 KiB)\n"
-        b"ffffff82c4fab200 416-allocator@4. system                 1092 KiB"
-        b"   0: 0x000000011b100000..0x000000011b1fffff (      1024 KiB)\n"
-        + pad + b"   1: 0x0000000179b10000..0x0000000179b1ffff (        64 KiB)\n"
-        + pad + b"   2: 0x00000001b79b1000..0x00000001b79b1fff (         4 KiB)\n")
+    assert render_rk_dmabuf_sgt(table) == SGT
+    npu = next(a for a in table.attachments.values() if a.device == "fdab0000.npu")
+    table.unmap(npu.id, APP)
+    assert render_rk_dmabuf_sgt(table) == SGT  # dma_buf_unmap_attachment() keeps a cached sgt
+    table.detach(npu.id, APP)
+    assert render_rk_dmabuf_sgt(table).endswith(b"  SGLIST\n\n")
+
+
+def test_sgt_of_a_device_behind_an_iommu_is_its_iova_range() -> None:
+    table = DmaBufTable()
+    heap = CmaHeap("rk-dma-heap-cma", 64 * 4096, 0x1000_0000, KernelLog(lambda: 0, []))
+    buf = table.export("rk-dma-heap-cma", heap, 3 * 4096, "7-camera", APP, caches_sgt=True)
+    table.map(table.attach(buf.ino, "fdc38100.rkvdec-core", APP).id, APP, [(0xFFD0_0000, 3 * 4096)])
+    assert render_rk_dmabuf_sgt(table).split(b"\n")[2] == (
+        b"%016x 7-camera         rk-dma-heap-cma          12 KiB" % buf.address
+        + b"   0: 0x00000000ffd00000..0x00000000ffd02fff (        12 KiB)")
 
 
 def test_bufinfo(board: tuple[DmaBufTable, CmaHeap]) -> None:

@@ -195,7 +195,8 @@ def test_no_name_can_forge_a_line_in_any_file(memtrackfs_mount: Mount) -> None:
                 buffers.append(c.call("export", exporter=name, bytes=4096)["buffer"])
             except MemtrackError as exc:
                 assert exc.errno_name == "EINVAL", exc
-            target = c.call("heap_alloc", heap="system", bytes=4096, name="target")["buffer"]
+            # DRM PRIME keeps the mapped scatter list, so rk_dmabuf/sgt lists the target too.
+            target = c.call("export", exporter="drm", bytes=4096, name="target", cache_sgt_mapping=True)["buffer"]
             buffers.append(target)
             try:
                 c.call("map", attachment=c.call("attach", buffer=target, device=name)["attachment"])
@@ -213,7 +214,7 @@ def test_no_name_can_forge_a_line_in_any_file(memtrackfs_mount: Mount) -> None:
             if not any(0xD800 <= ord(ch) < 0xE000 for ch in name):  # see the next test
                 c.call("log", message=name)
                 logged += 1
-        target = c.call("heap_alloc", heap="system", bytes=4096, name="target")["buffer"]
+        target = c.call("export", exporter="drm", bytes=4096, name="target", cache_sgt_mapping=True)["buffer"]
         c.call("map", attachment=c.call("attach", buffer=target, device="vop")["attachment"])
         buffers.append(target)
         attached += 1

@@ -141,8 +141,9 @@ while time.monotonic() < deadline:
             reply = do("heap_alloc", heap=rng.choice(["system", "cma"]), **fields)
         else:
             extra = {"heap": "system"} if rng.random() < 0.3 else {}
-            reply = do("export", exporter=rng.choice(["videobuf2_dma_contig", "panfrost", "rockchipdrm"]),
-                       **extra, **fields)
+            exporter = rng.choice(["videobuf2_dma_contig", "panfrost", "drm"])
+            # DRM PRIME keeps mapped scatter lists (cache_sgt_mapping): rk_dmabuf/sgt lists those.
+            reply = do("export", exporter=exporter, cache_sgt_mapping=exporter == "drm", **extra, **fields)
         if reply:
             held[reply["buffer"]] = 1
     elif roll < 0.86 and held:
@@ -245,10 +246,11 @@ def ref_render(root: RefNode) -> bytes:
 
 
 class RefBuffer:
-    def __init__(self, ino: int, size: int, exporter: str, name: Optional[str]) -> None:
+    def __init__(self, ino: int, size: int, exporter: str, name: Optional[str], caches_sgt: bool) -> None:
         self.ino, self.size, self.exporter, self.name = ino, size, exporter, name
+        self.caches_sgt = caches_sgt
         self.held: dict[int, int] = {}                 # driver -> references
-        self.attachments: list[list[Any]] = []         # [id, device, mapped], oldest first
+        self.attachments: list[list[Any]] = []         # [id, device, mapped, mapped once], oldest first
 
     @property
     def refs(self) -> int:
@@ -352,7 +354,8 @@ class Reference:
         size = (fields["bytes"] + PAGE - 1) // PAGE * PAGE
         assert (reply["size"], reply["name"]) == (size, name), (fields, reply)
         assert reply["buffer"] not in self.buffers
-        buf = self.buffers[reply["buffer"]] = RefBuffer(reply["buffer"], size, exporter, name)
+        buf = self.buffers[reply["buffer"]] = RefBuffer(reply["buffer"], size, exporter, name,
+                                                        fields.get("cache_sgt_mapping", False))
         buf.held[driver] = 1
 
     def op_heap_alloc(self, driver, pid, fields, reply):
@@ -387,7 +390,7 @@ class Reference:
         buf = self.buffers.get(fields["buffer"])
         if buf is None:
             return "ENOENT"
-        buf.attachments.append([reply["attachment"], fields["device"], False])
+        buf.attachments.append([reply["attachment"], fields["device"], False, False])
         self.attachments[reply["attachment"]] = (buf, driver)
 
     def _attachment(self, driver, fields):
@@ -403,7 +406,7 @@ class Reference:
         attachment, error = self._attachment(driver, fields)
         if error or attachment[2]:
             return error or "EBUSY"
-        attachment[2] = True
+        attachment[2] = attachment[3] = True
         assert sum(s["length"] for s in reply["segments"]) == self.attachments[attachment[0]][0].size
 
     def op_unmap(self, driver, pid, fields, reply):
@@ -721,9 +724,10 @@ def test_soak_drivers_and_readers_stay_consistent_and_match_a_reference(
         assert mount.read(f"{RK}/size") == b"Total: %d KiB\n" % (total >> 10)
         dev = mount.read(f"{RK}/dev").split(b"\n")[2:-1]
         assert [line[16:] for line in dev] == reference.rk_dev_lines()
-        # sgt: the buffers with a mapped attachment, newest first, by their address in dev.
+        # sgt: the buffers whose exporter keeps the scatter list of an attachment mapped once,
+        # newest first, by their address in dev.
         address = {buf.ino: line[:16] for buf, line in zip(reference.newest_first(), dev)}
-        mapped = [address[b.ino] for b in reference.newest_first() if any(a[2] for a in b.attachments)]
+        mapped = [address[b.ino] for b in reference.newest_first() if b.caches_sgt and any(a[3] for a in b.attachments)]
         assert [m.group(1) for m in RK_LINE.finditer(mount.read(f"{RK}/sgt"))] == mapped
         assert sorted(map(int, os.listdir(mount / SYSFS))) == sorted(reference.buffers)
         for buf in reference.buffers.values():

@@ -15,8 +15,10 @@ from memtrackfs.fs.entries import (
     Symlink,
 )
 from memtrackfs.kernel import Kernel
+from memtrackfs.model.boards import MEMTRACK, MPP_SERVICE, RK_DMA_HEAP, RK_DMABUF, RK_HEAP_BITMAP
 from memtrackfs.model.dmabuf import DmaBuf, DmaBufTable
-from memtrackfs.model.heaps import first_cma_heap
+from memtrackfs.model.heaps import CmaHeap, first_cma_heap
+from memtrackfs.model.mpp import MppService
 from memtrackfs.model.tracker import Node
 from memtrackfs.render.dma_buf import (
     render_dma_buf_bufinfo,
@@ -28,7 +30,20 @@ from memtrackfs.render.dynamic_debug import (
     render_dynamic_debug_control,
 )
 from memtrackfs.render.memtrack import render_memtrack
-from memtrackfs.render.rk_dma_heap import render_rk_dma_heap_alloc_bitmap
+from memtrackfs.render.mpp_service import (
+    parse_u32_write,
+    render_mpp_load,
+    render_mpp_sessions_summary,
+    render_mpp_supports_cmd,
+    render_mpp_supports_device,
+    render_mpp_version,
+    render_u32,
+)
+from memtrackfs.render.rk_dma_heap import (
+    render_rk_dma_heap_alloc_bitmap,
+    render_rk_dma_heap_info,
+    render_rk_total_pools_kb,
+)
 from memtrackfs.render.rk_dmabuf import (
     render_rk_dmabuf_dev,
     render_rk_dmabuf_peak,
@@ -69,21 +84,62 @@ def _dmabuf_buffers_dir(dmabufs: DmaBufTable) -> Directory:
     return Directory(mode=0o755, lookup=lookup, names=lambda: [str(ino) for ino in dmabufs.buffers])
 
 
-def _proc_dir(kernel: Kernel, proc_union: Optional[str]) -> Directory:
-    dmabufs = kernel.dmabufs
-    cma = first_cma_heap(kernel.heaps)
-    # Rockchip shows the bitmap of its one (default) CMA heap.
-    rk_dma_heap = {} if cma is None else {"alloc_bitmap": GeneratedFile(lambda: render_rk_dma_heap_alloc_bitmap(cma))}
-    own: dict[str, Entry] = {
-        "rk_dmabuf": Directory({
+def _read_only_0644(data: bytes) -> None:
+    # proc_create(..., 0644, ...) with no .proc_write: the mode allows writing, procfs answers EIO.
+    raise KernelError(errno.EIO, "this file has no write handler")
+
+
+def _mpp_u32(service: MppService, attribute: str) -> GeneratedFile:
+    """mpp_procfs_create_u32(): a u32 of the service, read as ``%d``, written in any base."""
+    return GeneratedFile(lambda: render_u32(getattr(service, attribute)),
+                         lambda data: setattr(service, attribute, parse_u32_write(data)))
+
+
+def _mpp_service_dir(service: MppService) -> Directory:
+    """proc/mpp_service/: the files this BSP's mpp_procfs_init() creates."""
+    files = {
+        "version": GeneratedFile(lambda: render_mpp_version(service)),
+        "sessions-summary": GeneratedFile(lambda: render_mpp_sessions_summary(service)),
+        "supports-cmd": GeneratedFile(render_mpp_supports_cmd),
+        "supports-device": GeneratedFile(lambda: render_mpp_supports_device(service)),
+        "timing_en": _mpp_u32(service, "timing_en"),
+        "load": GeneratedFile(lambda: render_mpp_load(service)),
+        "load_interval": _mpp_u32(service, "load_interval"),
+    }
+    return Directory({name: files[name] for name in service.board.files})
+
+
+def proc_entries(kernel: Kernel) -> dict[str, Entry]:
+    """What the board adds to /proc: the one place that declares it (``memtrackfs run`` serves
+    these at /proc beside the real procfs)."""
+    dmabufs, board = kernel.dmabufs, kernel.board
+    own: dict[str, Entry] = {}
+    if board.has(RK_DMABUF):
+        own["rk_dmabuf"] = Directory({
             "size": GeneratedFile(lambda: render_rk_dmabuf_size(dmabufs)),
             "peak": GeneratedFile(lambda: render_rk_dmabuf_peak(dmabufs),
                                   lambda data: write_rk_dmabuf_peak(dmabufs, data)),
             "dev": GeneratedFile(lambda: render_rk_dmabuf_dev(dmabufs)),
             "sgt": GeneratedFile(lambda: render_rk_dmabuf_sgt(dmabufs)),
-        }),
-        "rk_dma_heap": Directory(rk_dma_heap),
-    }
+        })
+    rk_dma_heap: dict[str, Entry] = {}
+    if board.has(RK_DMA_HEAP):
+        rk_heaps = [heap for heap in kernel.heaps.values() if heap.rockchip]
+        rk_dma_heap["dma_heap_info"] = GeneratedFile(lambda: render_rk_dma_heap_info(rk_heaps, dmabufs),
+                                                     _read_only_0644)
+    bitmap = kernel.heaps.get(board.bitmap_heap) if board.bitmap_heap else first_cma_heap(kernel.heaps)
+    if isinstance(bitmap, CmaHeap):
+        # Rockchip shows the bitmap of its one CMA heap.
+        rk_dma_heap["alloc_bitmap"] = GeneratedFile(lambda: render_rk_dma_heap_alloc_bitmap(bitmap))
+    if board.has(RK_HEAP_BITMAP) or board.has(RK_DMA_HEAP):
+        own["rk_dma_heap"] = Directory(rk_dma_heap)
+    if board.has(MPP_SERVICE) and kernel.mpp is not None:
+        own["mpp_service"] = _mpp_service_dir(kernel.mpp)
+    return own
+
+
+def _proc_dir(kernel: Kernel, proc_union: Optional[str]) -> Directory:
+    own = proc_entries(kernel)
     if proc_union is None:
         return Directory(own)
     return _proc_union_dir(own, proc_union)
@@ -109,8 +165,9 @@ def _proc_union_dir(own: dict[str, Entry], real_proc: str) -> Directory:
 
 
 def build_tree(kernel: Kernel, proc_union: Optional[str] = None) -> Directory:
-    """The whole tree; ``proc_union``: see ``_proc_union_dir`` (None: proc/ holds only ours)."""
-    tracker, log = kernel.tracker, kernel.log
+    """The whole tree, as the kernel's board has it; ``proc_union``: see ``_proc_union_dir``
+    (None: proc/ holds only ours)."""
+    tracker, log, board = kernel.tracker, kernel.log, kernel.board
 
     def device_lookup(name: str) -> Optional[Entry]:
         node = kernel.devices.nodes.get(name)
@@ -120,22 +177,30 @@ def build_tree(kernel: Kernel, proc_union: Optional[str] = None) -> Directory:
         root = tracker.roots.get(name)
         return None if root is None else _memtrack_file(root)
 
-    debug = Directory({
-        "v4l2-memtrack": Directory(mode=0o755, lookup=memtrack_lookup, names=lambda: list(tracker.roots)),
-        "dynamic_debug": Directory({
+    debug: dict[str, Entry] = {}
+    if board.has(MEMTRACK):
+        debug["v4l2-memtrack"] = Directory(mode=0o755, lookup=memtrack_lookup, names=lambda: list(tracker.roots))
+        debug["dynamic_debug"] = Directory({
             "control": GeneratedFile(lambda: render_dynamic_debug_control(log.sites),
                                      lambda data: apply_dynamic_debug_query(log.sites, data)),
-        }, mode=0o755),
-        "dma_buf": Directory({
-            "bufinfo": GeneratedFile(lambda: render_dma_buf_bufinfo(kernel.dmabufs)),
-        }, mode=0o755),
-    }, mode=0o700)  # debugfs is root-only on a real board
+        }, mode=0o755)
+    debug["dma_buf"] = Directory({"bufinfo": GeneratedFile(lambda: render_dma_buf_bufinfo(kernel.dmabufs))},
+                                 mode=0o755)
+    sys_kernel: dict[str, Entry] = {
+        "debug": Directory(debug, mode=0o700),  # debugfs is root-only on a real board
+        "dmabuf": Directory({"buffers": _dmabuf_buffers_dir(kernel.dmabufs)}, mode=0o755),
+    }
+    if board.has(RK_DMA_HEAP):
+        rk_heaps = [heap for heap in kernel.heaps.values() if heap.rockchip]
+        # rk_dma_heap_init_debugfs(): the same show as /proc's, at 0444.
+        debug["rk_dma_heap"] = Directory({
+            "dma_heap_info": GeneratedFile(lambda: render_rk_dma_heap_info(rk_heaps, kernel.dmabufs)),
+        }, mode=0o755)
+        sys_kernel["rk_dma_heap"] = Directory({"rk_total_pools_kb": GeneratedFile(render_rk_total_pools_kb)},
+                                              mode=0o755)
     return Directory({
         "dev": Directory({"kmsg": KmsgFile()}, mode=0o755, lookup=device_lookup,
                          names=lambda: list(kernel.devices.nodes)),
         "proc": _proc_dir(kernel, proc_union),
-        "sys": Directory({"kernel": Directory({
-            "debug": debug,
-            "dmabuf": Directory({"buffers": _dmabuf_buffers_dir(kernel.dmabufs)}, mode=0o755),
-        }, mode=0o755)}, mode=0o755),
+        "sys": Directory({"kernel": Directory(sys_kernel, mode=0o755)}, mode=0o755),
     }, mode=0o755)

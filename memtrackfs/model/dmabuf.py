@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import errno
 import itertools
-from typing import Hashable, Iterator, Optional
+from typing import Hashable, Iterator, Optional, Sequence
 
 from memtrackfs.errors import KernelError
 from memtrackfs.model.heaps import Allocation, Heap, Segment
@@ -64,14 +64,15 @@ def rockchip_default_name(tgid: int, comm: str) -> str:
 class DmaBuf:
     """One exported buffer: struct dma_buf and its file."""
 
-    __slots__ = ("ino", "exporter", "name", "allocation", "refs", "attachments", "alive")
+    __slots__ = ("ino", "exporter", "name", "allocation", "refs", "attachments", "alive", "caches_sgt", "heap")
 
     # dma_buf_getfile() keeps only O_ACCMODE|O_NONBLOCK of the exporter's O_RDWR|O_CLOEXEC, and
     # alloc_file() sets FMODE_READ|FMODE_WRITE|FMODE_LSEEK|FMODE_OPENED.
     file_flags = 0o2
     file_mode = 0x80007
 
-    def __init__(self, ino: int, exporter: str, name: Optional[str], allocation: Allocation) -> None:
+    def __init__(self, ino: int, exporter: str, name: Optional[str], allocation: Allocation,
+                 caches_sgt: bool = False) -> None:
         self.ino = ino
         self.exporter = exporter
         self.name = name
@@ -79,6 +80,9 @@ class DmaBuf:
         self.refs = 0
         self.attachments: dict[Attachment, None] = {}  # oldest first; views show them reversed
         self.alive = True
+        # The exporter's dma_buf_ops.cache_sgt_mapping: a mapped attachment keeps its scatter list.
+        self.caches_sgt = caches_sgt
+        self.heap: Optional[Heap] = None  # the DMA heap that exported it (DMA_HEAP_IOCTL_ALLOC), if any
 
     @property
     def size(self) -> int:
@@ -98,9 +102,13 @@ class DmaBuf:
 
 
 class Attachment:
-    """A device attached to a buffer by an importer; mapped or not."""
+    """A device attached to a buffer by an importer; mapped or not.
 
-    __slots__ = ("id", "buffer", "device", "holder", "mapped")
+    ``sgt`` is the kernel's ``attach->sgt``: the mapping an exporter that caches it keeps from
+    the first map until detach (unmap leaves it), None for every other exporter.
+    """
+
+    __slots__ = ("id", "buffer", "device", "holder", "mapped", "sgt")
 
     def __init__(self, attachment_id: int, buffer: DmaBuf, device: str, holder: Hashable) -> None:
         self.id = attachment_id
@@ -108,6 +116,7 @@ class Attachment:
         self.device = device
         self.holder = holder
         self.mapped = False
+        self.sgt: Optional[tuple[Segment, ...]] = None
 
 
 class DmaBufTable:
@@ -133,16 +142,23 @@ class DmaBufTable:
 
     # -- export and references ----------------------------------------------------------------
 
-    def export(self, exporter: str, heap: Heap, nbytes: int, name: Optional[str], holder: Hashable) -> DmaBuf:
+    def export(self, exporter: str, heap: Heap, nbytes: int, name: Optional[str], holder: Hashable,
+               caches_sgt: bool = False) -> DmaBuf:
         """Allocate from ``heap`` and export under ``exporter``; ``holder`` gets the one reference."""
         check_label("exporter name", exporter)
         check_buffer_name(name)
         allocation = heap.allocate(nbytes)
-        buf = DmaBuf(next(self._inodes), exporter, name, allocation)
+        buf = DmaBuf(next(self._inodes), exporter, name, allocation, caches_sgt)
         self.buffers[buf.ino] = buf
         self.total += buf.size
         self.peak = max(self.peak, self.total)
         self._hold(buf, holder)
+        return buf
+
+    def heap_alloc(self, heap: Heap, nbytes: int, name: Optional[str], holder: Hashable) -> DmaBuf:
+        """DMA_HEAP_IOCTL_ALLOC: the heap exports the buffer under its own name."""
+        buf = self.export(heap.name, heap, nbytes, name, holder, heap.caches_sgt)
+        buf.heap = heap
         return buf
 
     def get(self, ino: int, holder: Hashable) -> DmaBuf:
@@ -167,6 +183,10 @@ class DmaBufTable:
     def held_by(self, holder: Hashable) -> dict[int, int]:
         """{inode: references} that holder holds."""
         return dict(self._held.get(holder, {}))
+
+    def holders(self, ino: int) -> list[Hashable]:
+        """Who holds references to a buffer (as processes hold its fds)."""
+        return [holder for holder, held in self._held.items() if ino in held]
 
     def _hold(self, buf: DmaBuf, holder: Hashable) -> None:
         held = self._held.setdefault(holder, {})
@@ -211,12 +231,19 @@ class DmaBufTable:
         del buf.attachments[attachment]
         return self._unref(buf, 1)
 
-    def map(self, attachment_id: int, holder: Hashable) -> tuple[Segment, ...]:
+    def map(self, attachment_id: int, holder: Hashable,
+            segments: Optional[Sequence[tuple[int, int]]] = None) -> tuple[Segment, ...]:
+        """dma_buf_map_attachment(): the scatter list as the device sees it: ``segments`` for a
+        device behind an IOMMU (its IOVA range), else the memory's own (no IOMMU: DMA address =
+        physical address)."""
         attachment = self.attachment(attachment_id, holder)
         if attachment.mapped:
             raise KernelError(errno.EBUSY, f"attachment {attachment_id} is already mapped: unmap it first")
         attachment.mapped = True
-        return attachment.buffer.segments
+        mapping = attachment.buffer.segments if segments is None else tuple(Segment(*s) for s in segments)
+        if attachment.buffer.caches_sgt and attachment.sgt is None:
+            attachment.sgt = mapping
+        return mapping
 
     def unmap(self, attachment_id: int, holder: Hashable) -> None:
         attachment = self.attachment(attachment_id, holder)

@@ -60,19 +60,23 @@ class Segment(NamedTuple):
 class Allocation:
     """Memory a heap handed out for one buffer: its segments, and how to give it back."""
 
-    __slots__ = ("segments", "size", "_release")
+    __slots__ = ("segments", "size", "release")
 
     def __init__(self, segments: Sequence[Segment], release: Callable[[], None]) -> None:
         self.segments = tuple(segments)
         self.size = sum(segment.length for segment in self.segments)
-        self._release = release
-
-    def release(self) -> None:
-        self._release()
+        self.release = release
 
 
 class Heap:
-    """A DMA-BUF heap of fixed capacity; buffers exported from it carry its name as exporter."""
+    """A DMA-BUF heap of fixed capacity; buffers exported from it carry its name as exporter.
+
+    ``caches_sgt``: its dma_buf_ops set ``cache_sgt_mapping``, so an attachment keeps the scatter
+    list it mapped (``attach->sgt``), which Rockchip's ``rk_dmabuf/sgt`` prints. ``rockchip``: it
+    belongs to Rockchip's rk_dma_heap framework (``/dev/rk_dma_heap``, listed by
+    ``proc/rk_dma_heap/dma_heap_info``), where drivers may also take memory without a dma-buf
+    (``contig``: allocation -> the name of who took it).
+    """
 
     kind = ""
 
@@ -80,9 +84,30 @@ class Heap:
         self.name = name
         self.capacity = capacity
         self.used = 0
+        self.caches_sgt = False
+        self.rockchip = False
+        self.contig: dict[Allocation, str] = {}
+
+    @property
+    def area(self) -> "Heap":
+        """The heap that holds the memory: itself, or the one an alias shares."""
+        return self
 
     def allocate(self, nbytes: int) -> Allocation:
         raise NotImplementedError
+
+    def allocate_contig(self, nbytes: int, owner: str) -> Allocation:
+        """Memory without a dma-buf (rk_dma_heap_alloc_contig_pages, dma_alloc_coherent), recorded
+        with its owner's name until it is released."""
+        allocation = self.allocate(nbytes)
+        self.contig[allocation] = owner
+        release = allocation.release
+
+        def release_contig() -> None:
+            del self.contig[allocation]
+            release()
+        allocation.release = release_contig  # type: ignore[method-assign]
+        return allocation
 
     def _checked_size(self, nbytes: int) -> int:
         """The page-aligned size to allocate (heaps round up, as dma-heap.c does), or an error."""
@@ -186,6 +211,35 @@ class CmaHeap(Heap):
         return [(m.start(), m.end() - m.start()) for m in re.finditer(rb"\x00+", self.bitmap)]
 
 
+class HeapAlias(Heap):
+    """Another name for a heap's memory: Rockchip registers ``system``, ``system-uncached``, ...
+    over the same RAM and ``cma``, ``cma-uncached`` over the same CMA area (they differ in cache
+    attributes, which hold no bytes). Buffers carry the alias's name as exporter."""
+
+    def __init__(self, name: str, target: Heap) -> None:  # no super().__init__: the target counts
+        self.name = name
+        self.target = target
+        self.kind = target.kind
+        self.caches_sgt = False
+        self.rockchip = False
+        self.contig = {}
+
+    @property
+    def area(self) -> Heap:
+        return self.target
+
+    @property  # type: ignore[override]
+    def capacity(self) -> int:
+        return self.target.capacity
+
+    @property  # type: ignore[override]
+    def used(self) -> int:
+        return self.target.used
+
+    def allocate(self, nbytes: int) -> Allocation:
+        return self.target.allocate(nbytes)
+
+
 # -- configuration: the heaps a mount starts with -----------------------------------------------
 
 def heap_kind(name: str) -> str:
@@ -195,10 +249,12 @@ def heap_kind(name: str) -> str:
 
 
 class HeapSpec(NamedTuple):
-    """One ``--heap NAME[=SIZE]``."""
+    """One ``--heap NAME[=SIZE]``, or a board's heap; heaps naming the same ``area`` share the
+    memory of the first of them (its capacity counts)."""
 
     name: str
     capacity: int
+    area: Optional[str] = None
 
     @property
     def kind(self) -> str:
@@ -208,6 +264,9 @@ class HeapSpec(NamedTuple):
 DEFAULT_SYSTEM_CAPACITY = 4 * GiB
 # Rockchip BSPs call their CMA heap "cma" (the one proc/rk_dma_heap/alloc_bitmap shows).
 DEFAULT_HEAPS = (HeapSpec("system", DEFAULT_SYSTEM_CAPACITY), HeapSpec("cma", 256 * MiB))
+# Rockchip's rk_dma_heap CMA heap (drivers/dma-buf/rk_heaps/rk-dma-cma.c: cma_declare_contiguous(...,
+# "rk-dma-heap-cma", ...)); its dma_buf_ops set cache_sgt_mapping (rk-cma-heap.c).
+ROCKCHIP_CMA_HEAP = "rk-dma-heap-cma"
 
 
 def parse_size(text: str) -> int:
@@ -252,19 +311,35 @@ def parse_heap_options(options: Sequence[str]) -> tuple[HeapSpec, ...]:
 
 def build_heaps(specs: Sequence[HeapSpec], log: KernelLog) -> dict[str, Heap]:
     """The heaps, by name in the given order; CMA areas one after another from 256 MiB, and each
-    system heap's RAM after the previous one's, so no two buffers share an address."""
+    system heap's RAM after the previous one's, so no two buffers share an address. A heap whose
+    ``area`` an earlier one already has becomes an alias of that one."""
     heaps: dict[str, Heap] = {}
+    areas: dict[str, Heap] = {}
     cma_base, ram_base = CMA_ZONE_START, SYSTEM_RAM_BASE
     for spec in specs:
-        if spec.kind == CmaHeap.kind:
-            heaps[spec.name] = CmaHeap(spec.name, spec.capacity, cma_base, log)
+        heap: Heap
+        if spec.area is not None and spec.area in areas:
+            heap = HeapAlias(spec.name, areas[spec.area])
+        elif spec.kind == CmaHeap.kind:
+            heap = CmaHeap(spec.name, spec.capacity, cma_base, log)
             cma_base += _align(spec.capacity, CMA_AREA_ALIGN)
         else:
-            system = heaps[spec.name] = SystemHeap(spec.name, spec.capacity, ram_base)
-            ram_base = system.end
+            heap = SystemHeap(spec.name, spec.capacity, ram_base)
+            ram_base = heap.end
+        if spec.area is not None:
+            areas.setdefault(spec.area, heap)
+        heap.rockchip = heap.caches_sgt = spec.name == ROCKCHIP_CMA_HEAP
+        heaps[spec.name] = heap
     return heaps
 
 
 def first_cma_heap(heaps: dict[str, Heap]) -> Optional[CmaHeap]:
     """The board's default CMA heap: the first one configured."""
     return next((heap for heap in heaps.values() if isinstance(heap, CmaHeap)), None)
+
+
+def default_cma_heap(heaps: dict[str, Heap]) -> Heap:
+    """Where dma-contig allocations and dma_alloc_coherent() get their memory: the first CMA heap
+    that is not Rockchip's rk_dma_heap (drivers reach that one only by name), else the first heap."""
+    plain = [heap for heap in heaps.values() if not heap.rockchip]
+    return next((heap for heap in plain if heap.kind == CmaHeap.kind), None) or next(iter(heaps.values()))

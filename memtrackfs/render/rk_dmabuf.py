@@ -48,12 +48,14 @@ def render_rk_dmabuf_dev(table: DmaBufTable) -> bytes:
 
 
 def render_rk_dmabuf_sgt(table: DmaBufTable) -> bytes:
-    """For each buffer with a mapped attachment (the newest such only), its scatter list."""
+    """rk_dmabuf_dump_sgt(): for each buffer, the scatter list of its newest attachment that holds
+    one (``attach->sgt``, kept only by exporters that cache their mappings: Rockchip's CMA heap,
+    DRM PRIME); buffers with none print nothing (CONFIG_RK_DMABUF_DEBUG_ADVANCED, which would map
+    them for the dump, is off in Rockchip's defconfigs)."""
     out = [_HEADER % (b"DMABUF", b"NAME", b"EXPORT", b"SIZE:KiB", b"SGLIST")]
     for buf in table.newest_first():
-        if not any(a.mapped for a in buf.attachments):
-            continue
-        for i, (address, length) in enumerate(buf.segments):
+        sgt = next((a.sgt for a in buf.newest_attachments() if a.sgt is not None), None)
+        for i, (address, length) in enumerate(sgt or ()):
             out.append(_buffer_prefix(buf) if i == 0 else b" " * _PREFIX_WIDTH)
             # "%4d: %pa..%pa (%10lu %s)": KiB from 1024 bytes up, else bytes.
             amount, unit = (length >> 10, b"KiB") if length >> 10 else (length, b"Bytes")

@@ -3,7 +3,8 @@
 | real path             | bound from (MNT: the run's memtrackfs mount)                            |
 |-----------------------|--------------------------------------------------------------------------|
 | /sys/kernel/debug     | MNT/sys/kernel/debug, the whole directory (the host's debugfs is hidden) |
-| /sys/kernel/dmabuf    | MNT/sys/kernel/dmabuf                                                    |
+| /sys/kernel/dmabuf    | MNT/sys/kernel/dmabuf (and each other MNT/sys/kernel/NAME the board has, |
+|                       | e.g. rk_dma_heap)                                                         |
 | /dev/kmsg, /dev/NODE  | MNT/dev/kmsg and each device node registered when the command starts     |
 | /proc                 | MNT/proc, the union, whose links lead into REAL_PROC: the real procfs    |
 
@@ -23,8 +24,8 @@ from memtrackfs.sandbox.namespace import bind, mount_tmpfs
 
 def install(mountpoint: str, real_proc: str) -> None:
     """Mount everything; the caller must be alone in a private mount namespace."""
-    plan = [(f"{mountpoint}/sys/kernel/debug", "/sys/kernel/debug"),
-            (f"{mountpoint}/sys/kernel/dmabuf", "/sys/kernel/dmabuf")]
+    plan = [(f"{mountpoint}/sys/kernel/{name}", f"/sys/kernel/{name}")
+            for name in sorted(os.listdir(f"{mountpoint}/sys/kernel"))]
     plan += [(f"{mountpoint}/dev/{name}", f"/dev/{name}") for name in sorted(os.listdir(f"{mountpoint}/dev"))]
     for directory in sorted({os.path.dirname(target) for _, target in plan if not os.path.lexists(target)}):
         shadow(directory)

@@ -54,10 +54,12 @@ def _interrupt(signum: int, frame: Any) -> NoReturn:
     raise RunError(128 + signum, f"stopped by {signal.Signals(signum).name} before the command started")
 
 
-def run(command: Sequence[str], board: str, vpu: bool, heap_options: Sequence[str],
+def run(command: Sequence[str], board: Optional[str], bsp: Optional[str], vpu: bool, heap_options: Sequence[str],
         scenario: Optional[str] = None) -> int:
     """Set up, run ``command``, tear down; the command's exit status (see sandbox).
 
+    ``board``: the mount's board profile and the vpu_sim driver's; None: the default (union)
+    mount with the imx8qxp Amphion driver, or, with a scenario for rk3588, that board.
     With a ``scenario``, ``vpu-sim scenario`` plays it beside the command (it loads its own
     driver, with the scenario's board and faults, instead of the plain daemon); its summary is
     printed on stderr once the command is done.
@@ -68,19 +70,21 @@ def run(command: Sequence[str], board: str, vpu: bool, heap_options: Sequence[st
         signal.signal(sig, _interrupt)
     cleanup = contextlib.ExitStack()
     try:
+        mount_board = board if board is not None else _scenario_board(scenario)
         workdir = Workdir.create()
         cleanup.callback(workdir.remove)
         cleanup.callback(_unmount, workdir)
-        _mount(workdir, heap_options)
+        _mount(workdir, mount_board, bsp, heap_options)
+        driver_board = _driver_board(mount_board)
         if scenario is not None:
             player = _start_vpu(workdir, "scenario", os.path.abspath(scenario))
             cleanup.callback(_print_log, workdir.vpu_log)
             cleanup.callback(_stop, player, signal.SIGINT)  # SIGINT: it stops its apps and driver, then sums up
-            _wait_for_nodes(workdir, player)
+            _wait_for_nodes(workdir, player, driver_board)
         elif vpu:
-            daemon = _start_vpu(workdir, "daemon", "--board", board)
+            daemon = _start_vpu(workdir, "daemon", "--board", driver_board)
             cleanup.callback(_stop, daemon, signal.SIGTERM)
-            _wait_for_nodes(workdir, daemon)
+            _wait_for_nodes(workdir, daemon, driver_board)
         env = {**os.environ, "MEMTRACKFS_SOCKET": workdir.socket}
         return run_in_namespace(command, env, workdir.mnt, workdir.real_proc)
     finally:
@@ -99,9 +103,27 @@ def _memtrackfs(*args: str) -> subprocess.CompletedProcess:
                           cwd=_DAEMON_CWD)
 
 
-def _mount(workdir: Workdir, heap_options: Sequence[str]) -> None:
+def _scenario_board(scenario: Optional[str]) -> Optional[str]:
+    """A scenario for the RK3588 needs that board's mount; the Amphion ones run on the default."""
+    if scenario is None:
+        return None
+    from vpu_sim.scenario.spec import load  # only a run with a scenario needs vpu_sim
+    try:
+        board = load(scenario).board
+    except ValueError:
+        return None  # `vpu-sim scenario` reports the bad file itself
+    return board if board == "rk3588" else None
+
+
+def _driver_board(mount_board: Optional[str]) -> str:
+    """The vpu_sim driver of a mount's board: the default (union) mount gets the i.MX8QXP."""
+    return "imx8qxp" if mount_board in (None, "union") else mount_board
+
+
+def _mount(workdir: Workdir, board: Optional[str], bsp: Optional[str], heap_options: Sequence[str]) -> None:
+    options = [*(["--board", board] if board else []), *(["--bsp", bsp] if bsp else [])]
     done = _memtrackfs("mount", workdir.mnt, "--socket", workdir.socket, "--proc-union", workdir.real_proc,
-                       *(f"--heap={heap}" for heap in heap_options))
+                       *options, *(f"--heap={heap}" for heap in heap_options))
     if done.returncode != 0:
         raise RunError(SETUP_FAILED, f"cannot mount memtrackfs: {done.stderr.strip()}{_log(workdir.mount_log)}")
 
@@ -123,12 +145,10 @@ def _start_vpu(workdir: Workdir, *vpu_sim_args: str) -> subprocess.Popen:
                                 start_new_session=True)
 
 
-def _wait_for_nodes(workdir: Workdir, daemon: subprocess.Popen) -> None:
-    from vpu_sim.driver.daemon import (
-        NODE_NAMES,  # only a run with the VPU needs vpu_sim
-    )
+def _wait_for_nodes(workdir: Workdir, daemon: subprocess.Popen, board: str) -> None:
+    from vpu_sim.boards import node_names  # only a run with the VPU needs vpu_sim
 
-    nodes = [os.path.join(workdir.mnt, "dev", name) for name in NODE_NAMES.values()]
+    nodes = [os.path.join(workdir.mnt, "dev", name) for name in node_names(board)]
     deadline = time.monotonic() + VPU_START_TIMEOUT
     while not all(os.path.exists(node) for node in nodes):
         if daemon.poll() is not None:

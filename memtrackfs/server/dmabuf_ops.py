@@ -18,7 +18,7 @@ from memtrackfs.model.heaps import (
     PAGE_SIZE,
     CmaHeap,
     Heap,
-    first_cma_heap,
+    default_cma_heap,
 )
 from memtrackfs.server import fields
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 Reply = dict[str, Any]
 _ID_MAX = 2**63 - 1
+RK_DMA_HEAP_NAME_LEN = 16  # rk-dma-heap.h: the kstrndup() of a contiguous allocation's owner
 
 
 def _leader_comm(tgid: int) -> Optional[str]:
@@ -73,22 +74,22 @@ def op_heap_alloc(session: "Session", request: dict[str, Any]) -> Reply:
     name = _buffer_name(session, request)
     with session.kernel.transaction() as k:
         heap = _heap(k, heap_name)
-        return _exported(k.dmabufs.export(heap.name, heap, nbytes, name, session))
+        return _exported(k.dmabufs.heap_alloc(heap, nbytes, name, session))
 
 
 def op_export(session: "Session", request: dict[str, Any]) -> Reply:
-    """A driver exports its own buffer (vb2's EXPBUF). Its memory comes from ``heap``: by default
-    the board's CMA heap, where dma-contig allocators get theirs, or the first heap if none."""
+    """A driver exports its own buffer (vb2's EXPBUF, DRM PRIME). Its memory comes from ``heap``:
+    by default the board's CMA heap, where dma-contig allocators get theirs, or the first heap if
+    none. ``cache_sgt_mapping``: the exporter's dma_buf_ops keep mapped scatter lists (DRM PRIME
+    does, videobuf2 does not), which rk_dmabuf/sgt then shows."""
     exporter = fields.name(request, "exporter")
     heap_name = fields.optional_name(request, "heap")
     nbytes = fields.integer(request, "bytes", 1, MAX_BUFFER_BYTES)
+    caches_sgt = fields.boolean(request, "cache_sgt_mapping")
     name = _buffer_name(session, request)
     with session.kernel.transaction() as k:
-        if heap_name is not None:
-            heap = _heap(k, heap_name)
-        else:
-            heap = first_cma_heap(k.heaps) or next(iter(k.heaps.values()))
-        return _exported(k.dmabufs.export(exporter, heap, nbytes, name, session))
+        heap = _heap(k, heap_name) if heap_name is not None else default_cma_heap(k.heaps)
+        return _exported(k.dmabufs.export(exporter, heap, nbytes, name, session, caches_sgt))
 
 
 def _buffer_id(request: dict[str, Any]) -> int:
@@ -145,9 +146,12 @@ def op_unmap(session: "Session", request: dict[str, Any]) -> Reply:
 def _heap_info(heap: Heap) -> Reply:
     info: Reply = {"name": heap.name, "kind": heap.kind, "capacity": heap.capacity,
                    "used": heap.used, "free": heap.capacity - heap.used}
-    if isinstance(heap, CmaHeap):
-        ranges = heap.free_ranges()
-        info.update(base=heap.base, free_ranges=len(ranges),
+    if heap.area is not heap:
+        info["shares"] = heap.area.name  # one memory under several heap names
+    area = heap.area
+    if isinstance(area, CmaHeap):
+        ranges = area.free_ranges()
+        info.update(base=area.base, free_ranges=len(ranges),
                     largest_free=max((pages for _, pages in ranges), default=0) * PAGE_SIZE)
     return info
 
@@ -181,9 +185,15 @@ def op_dma_alloc(session: "Session", request: dict[str, Any]) -> Reply:
     """
     heap_name = fields.optional_name(request, "heap")
     nbytes = fields.integer(request, "bytes", 1, MAX_BUFFER_BYTES)
+    owner = fields.optional_name(request, "name")
+    chosen = session.kernel.heaps.get(heap_name) if heap_name is not None else None  # the dict never changes
+    if owner is None and chosen is not None and chosen.rockchip:
+        # rk_dma_heap_alloc_contig_pages() records who took it: the caller's name, else current->comm.
+        owner = _leader_comm(session.peer_pid) or session.client or "unknown"
+    owner = (owner or "")[:RK_DMA_HEAP_NAME_LEN]
     with session.kernel.transaction() as k:
-        heap = _heap(k, heap_name) if heap_name is not None else (first_cma_heap(k.heaps) or next(iter(k.heaps.values())))
-        allocation = heap.allocate(nbytes)
+        heap = _heap(k, heap_name) if heap_name is not None else default_cma_heap(k.heaps)
+        allocation = heap.allocate_contig(nbytes, owner)
         allocation_id = next(_allocation_ids)
         session.allocations[allocation_id] = allocation
         return {"allocation": allocation_id, "heap": heap.name}

@@ -21,6 +21,7 @@ from memtrackfs.server.device_ops import DEVICE_OPS, close_endpoint
 from memtrackfs.server.dmabuf_ops import DMABUF_OPS
 from memtrackfs.server.driver_endpoint import DriverEndpoint
 from memtrackfs.server.fields import INT32_MAX
+from memtrackfs.server.mpp_ops import MPP_OPS, close_mpp_sessions
 from memtrackfs.server.protocol import PROTOCOL_VERSION
 
 Reply = dict[str, Any]
@@ -122,7 +123,8 @@ class Session:
             with self.kernel.transaction() as k:
                 k.log.info(f"memtrackfs: driver {client} connected (pid {self.peer_pid})")
         return {"server": "memtrackfs", "version": __version__, "protocol": PROTOCOL_VERSION,
-                "pid": os.getpid(), "destroy_on_close": destroy_on_close}
+                "pid": os.getpid(), "destroy_on_close": destroy_on_close,
+                "board": self.kernel.board.name, "bsp": self.kernel.board.bsp}
 
     def op_root(self, request: dict[str, Any]) -> Reply:
         name = fields.name(request)
@@ -221,6 +223,7 @@ class Session:
     def close(self) -> None:
         """The peer is gone: its device nodes go, its watches drop; what it made too if it asked."""
         close_endpoint(self)
+        close_mpp_sessions(self)
         with self.kernel.transaction() as k:
             for node, callback in self.watches.items():
                 if node.notify is callback:
@@ -245,3 +248,4 @@ _OPS: dict[str, Callable[[Session, dict[str, Any]], Reply]] = {
 }
 _OPS.update(DEVICE_OPS)
 _OPS.update(DMABUF_OPS)
+_OPS.update(MPP_OPS)
