@@ -1,8 +1,9 @@
-"""The ``vpu-sim`` command: the simulated Amphion VPU daemon, its client programs and scenarios.
+"""The ``vpu-sim`` command: the simulated VPU drivers (NXP Amphion, Rockchip mpp_service), their
+client programs and scenarios.
 
 Every command takes ``--mount MNT`` (a memtrackfs mount); without it the real paths are used
-(/dev/video*, and the socket from $MEMTRACKFS_SOCKET or the mount table), which is what a user
-gets inside ``memtrackfs run``.
+(/dev/video*, /dev/mpp_service, and the socket from $MEMTRACKFS_SOCKET or the mount table),
+which is what a user gets inside ``memtrackfs run``.
 """
 from __future__ import annotations
 
@@ -13,10 +14,16 @@ import sys
 import time
 from typing import Callable, Optional, TypeVar
 
+from memtrackfs.client import MemtrackClient
 from vpu_sim import params
+from vpu_sim.apps.mpp import players as mpp_players
+from vpu_sim.apps.compositor import ALLOCATOR_COMM, compositor
 from vpu_sim.apps.hold import hold
 from vpu_sim.apps.m2m import DisplayExport, Progress, encode, play, transcode
+from vpu_sim.apps.mpp.sizes import CODECS as MPP_CODECS
+from vpu_sim.apps.mpp.sizes import ENC_CODECS as MPP_ENC_CODECS
 from vpu_sim.apps.v4l2 import CODECS
+from vpu_sim.boards import DRIVER_BOARDS, driver_of
 from vpu_sim.driver import amphion
 from vpu_sim.driver.daemon import ALLOCATORS, VpuDaemon
 from vpu_sim.driver.faults import Faults, FaultSpec, parse_fault
@@ -54,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     daemon = command("daemon", "run the simulated VPU driver")
-    daemon.add_argument("--board", choices=sorted(amphion.BOARDS), default="imx8qxp")
+    daemon.add_argument("--board", choices=DRIVER_BOARDS, default=None,
+                        help="imx8qxp, imx8qm (Amphion VPU) or rk3588 (mpp_service); default: the mount's board "
+                             "(imx8qxp for the default one)")
     daemon.add_argument("--fps", type=_argument(params.positive), default=30.0,
                         help="frames the firmware processes a second")
     daemon.add_argument("--allocator", choices=ALLOCATORS, default="dma-contig",
@@ -68,7 +77,16 @@ def _parser() -> argparse.ArgumentParser:
         app.add_argument("--size", type=_argument(params.size), default=(1920, 1080))
         app.add_argument("--seconds", type=_argument(params.seconds), default=10.0)
         app.add_argument("--json", action="store_true", help="progress as JSON lines (what vpu-sim scenario reads)")
-        if name != "encode":
+        if name != "transcode":
+            app.add_argument("--board", choices=DRIVER_BOARDS, default=None,
+                             help="rk3588: through dev/mpp_service, as MPP does (default: rk3588 where "
+                                  "dev/mpp_service exists, else the Amphion V4L2 nodes)")
+        if name == "play":
+            app.add_argument("--codec", choices=sorted(set(CODECS) | set(MPP_CODECS)), default="h264")
+        elif name == "encode":
+            app.add_argument("--codec", choices=MPP_ENC_CODECS, default="h264",
+                             help="h264, or hevc on rk3588 (the Amphion encoder makes h264 only)")
+        else:
             app.add_argument("--codec", choices=sorted(CODECS), default="h264")
         if name == "play":
             app.add_argument("--export-to", metavar="DEVICE",
@@ -78,7 +96,12 @@ def _parser() -> argparse.ArgumentParser:
                                   "keeps them SECONDS after playback")
     holder = command("hold", "keep dma-bufs referenced for a while (a leaky compositor)")
     holder.add_argument("--seconds", type=_argument(params.seconds), required=True)
+    holder.add_argument("--device", help="also attach and map them for this display")
     holder.add_argument("buffers", type=int, nargs="+", metavar="BUFFER", help="dma-buf inode numbers")
+    comp = command("compositor", "a display server at its home screen: UI buffers on the display")
+    comp.add_argument("--display", help="the display controller (default: the mount's board's, e.g. fdd90000.vop)")
+    comp.add_argument("--seconds", type=_argument(params.seconds), help="how long (default: until SIGTERM/SIGINT)")
+    comp.add_argument("--comm", default=ALLOCATOR_COMM, help=f"its process name (default {ALLOCATOR_COMM})")
     scenario = command("scenario", "run a scenario file: a driver with faults and a timeline of applications")
     scenario.add_argument("file", metavar="FILE", help="a scenario (TOML, see docs/scenarios.md)")
     return parser
@@ -91,22 +114,56 @@ def _error(command: str, exc: OSError) -> str:
     return f"vpu-sim: {command}: {exc.strerror}" + (f" ({hint})" if hint else "")
 
 
+def _mount_board(mount: str) -> str:
+    """The board of the mount (its socket's greeting); the default mount runs the i.MX8QXP."""
+    with MemtrackClient(socket_path(mount)) as client:
+        name = client.server.get("board")
+    return name if name in DRIVER_BOARDS else "imx8qxp"
+
+
 def _run_daemon(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    board = args.board or _mount_board(args.mount)
+    if driver_of(board) == "mpp":
+        if args.fault:
+            parser.error("--fault injects faults into the Amphion driver; the rk3588 driver has none")
+        from vpu_sim.driver.mpp.daemon import MppDaemon
+        return MppDaemon(socket_path(args.mount)).run()
     specs: list[FaultSpec] = args.fault
     try:
         faults = Faults.build(specs, origin=time.monotonic())
     except ValueError as exc:
         parser.error(str(exc))
-    return VpuDaemon(socket_path(args.mount), args.board, args.fps, args.allocator, faults).run()
+    return VpuDaemon(socket_path(args.mount), board, args.fps, args.allocator, faults).run()
+
+
+def _uses_mpp(args: argparse.Namespace, dev_dir: str) -> bool:
+    if args.board is not None:
+        return driver_of(args.board) == "mpp"
+    return os.path.exists(os.path.join(dev_dir, mpp_players.NODE))
 
 
 def _progress(args: argparse.Namespace, kind: str) -> Progress:
     width, height = args.size
-    return Progress(f"{kind} {width}x{height} {args.codec if kind == 'play' else 'h264'}", json_lines=args.json)
+    codec = args.codec if kind == "play" or args.command == "encode" else "h264"  # a transcode encodes h264
+    return Progress(f"{kind} {width}x{height} {codec}", json_lines=args.json)
 
 
-def _run_play(args: argparse.Namespace, dev_dir: str) -> None:
+def _run_mpp(args: argparse.Namespace, parser: argparse.ArgumentParser, dev_dir: str) -> None:
     width, height = args.size
+    if args.command == "encode":
+        mpp_players.encode(dev_dir, socket_path(args.mount), args.codec, width, height, args.seconds,
+                           _progress(args, "encode"))
+        return
+    if args.codec not in MPP_CODECS:
+        parser.error(f"--codec {args.codec}: the RK3588 decoder plays {', '.join(MPP_CODECS)}")
+    mpp_players.play(dev_dir, socket_path(args.mount), args.codec, width, height, args.seconds,
+                     _progress(args, "play"), args.export_to, args.keep_exports)
+
+
+def _run_play(args: argparse.Namespace, parser: argparse.ArgumentParser, dev_dir: str) -> None:
+    width, height = args.size
+    if args.codec not in CODECS:
+        parser.error(f"--codec {args.codec}: the Amphion decoder plays {', '.join(sorted(CODECS))}")
     progress = _progress(args, "play")
     export = DisplayExport(socket_path(args.mount), args.export_to) if args.export_to else None
     try:
@@ -121,6 +178,12 @@ def _run_play(args: argparse.Namespace, dev_dir: str) -> None:
             export.close()
 
 
+def _board_display(mount: str) -> str:
+    from memtrackfs.model.boards import board
+    with MemtrackClient(socket_path(mount)) as client:
+        return board(client.server.get("board") or "union").display
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -131,13 +194,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == "daemon":
             return _run_daemon(args, parser)
         if args.command == "hold":
-            return hold(socket_path(args.mount), args.buffers, args.seconds)
+            return hold(socket_path(args.mount), args.buffers, args.seconds, args.device)
+        if args.command == "compositor":
+            display = args.display or _board_display(args.mount)
+            return compositor(socket_path(args.mount), display, args.seconds, args.comm)
         if args.command == "scenario":
             return run_scenario(args.file, args.mount)
         width, height = args.size
-        if args.command == "play":
-            _run_play(args, dev_dir)
+        if args.command != "transcode" and _uses_mpp(args, dev_dir):
+            _run_mpp(args, parser, dev_dir)
+        elif args.command == "play":
+            _run_play(args, parser, dev_dir)
         elif args.command == "encode":
+            if args.codec != "h264":
+                parser.error("--codec: the Amphion encoder makes h264 only")
             encode(dev_dir, width, height, args.seconds, _progress(args, "encode"))
         else:
             transcode(dev_dir, args.codec, width, height, args.seconds, _progress(args, "play"),

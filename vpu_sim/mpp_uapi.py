@@ -72,9 +72,9 @@ def info_string(text: str) -> int:
 
 
 # -- register files --------------------------------------------------------------------------
-# RKVDEC2 on RK3588 (rkvdec_v2_hw_info: reg_num 279, the format in reg 9's low 10 bits:
+# RKVDEC2 on RK3588 (mpp_rkvdec2.h, rkvdec_v2_hw_info: the format in reg 9's low 10 bits:
 # 0 H.265, 1 H.264, 2 VP9) and its fd translation tables (trans_tbl_h264d/h265d/vp9d).
-DEC_REG_NUM = 279
+DEC_REG_NUM = 360                # u32 reg[RKVDEC_REG_NUM] of a task (rkvdec_v2_hw_info: reg_end 278)
 DEC_REG_FORMAT = 9
 DEC_FORMAT = {"hevc": 0, "h264": 1, "vp9": 2}
 _DEC_TRANS_COMMON = (*range(128, 143), 161, *range(163, 200))

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
-import subprocess
 import sys
 import threading
 import time
@@ -19,12 +17,12 @@ from typing import Callable, Optional, Sequence, TextIO
 
 from memtrackfs.client import MemtrackClient
 from vpu_sim import uapi
+from vpu_sim.apps.hold import hand_over
 from vpu_sim.apps.v4l2 import CAPTURE, OUTPUT, V4l2Device, find_node, fourcc
 
 DECODER_CARD = "amphion vpu decoder"
 ENCODER_CARD = "amphion vpu encoder"
 DMA_CONTIG_EXPORTER = "videobuf2_dma_contig"
-HOLDING = "holding "  # the first line of ``vpu-sim hold`` once it holds the buffers
 
 # A transcoder's two streams report on the same stdout: one line at a time.
 _OUTPUT_LOCK = threading.Lock()
@@ -97,24 +95,8 @@ class DisplayExport:
             self.exported.append((buffer, attachment))
 
     def hand_over(self, seconds: float) -> int:
-        """The keep-dmabufs bug: pass the buffers to a helper (``vpu-sim hold``) that keeps them
-        ``seconds`` after this application is done with them. Returns the helper's pid.
-
-        The helper is a session of its own, with no inherited output, so it outlives this
-        application and whoever waits for this application's output.
-        """
-        buffers = [str(buffer) for buffer, _ in self.exported]
-        helper = subprocess.Popen([sys.executable, "-m", "vpu_sim", "hold", "--seconds", str(seconds), *buffers],
-                                  env={**os.environ, "MEMTRACKFS_SOCKET": self.socket_path},
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True, start_new_session=True)
-        assert helper.stdout is not None
-        line = helper.stdout.readline()
-        helper.stdout.close()
-        if not line.startswith(HOLDING):
-            helper.wait()
-            raise OSError(f"vpu-sim hold failed: {line.strip() or f'exit status {helper.returncode}'}")
-        return helper.pid
+        """The keep-dmabufs bug: a helper keeps the exported buffers ``seconds`` (see ``hold``)."""
+        return hand_over(self.socket_path, [buffer for buffer, _ in self.exported], seconds)
 
     def close(self) -> None:
         """Release what this process still holds: closing the connection closes its fds."""

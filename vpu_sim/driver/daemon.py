@@ -11,15 +11,14 @@ from __future__ import annotations
 import base64
 import errno
 import os
-import signal
-import threading
 from typing import Any
 
-from memtrackfs.client import MemtrackClient, MemtrackError
+from memtrackfs.client import MemtrackClient
 from vpu_sim.driver.accounting import Memory
 from vpu_sim.driver.amphion import CoreKind
 from vpu_sim.driver.device import VpuDevice
 from vpu_sim.driver.faults import NO_FAULTS, Faults
+from vpu_sim.driver.forwarding import answer_in_thread, wait_until_stopped
 from vpu_sim.driver.ioctls import VideoFile
 from vpu_sim.driver.memtrack import Backing, Caller, MemoryArea
 from vpu_sim.driver.remote import CallerMemory, HeapBacking, SocketMemTrack
@@ -63,19 +62,7 @@ class VpuDaemon:
         if event.get("event") == "notify":
             self.memtrack.deliver(event)
         elif "call" in event:
-            threading.Thread(target=self._serve, args=(event,), daemon=True).start()
-
-    def _serve(self, event: dict[str, Any]) -> None:
-        result: Any = 0
-        out = b""
-        try:
-            out = getattr(self, "_" + event["event"])(event)
-        except OSError as exc:
-            result = errno.errorcode.get(exc.errno or errno.EIO, "EIO")
-        try:
-            self.client.call("complete", call=event["call"], result=result, out=base64.b64encode(out).decode())
-        except (MemtrackError, ConnectionError):
-            pass  # the caller timed out or memtrackfs went away: nobody waits for this answer
+            answer_in_thread(self.client, event, lambda e: getattr(self, "_" + e["event"])(e))
 
     def _open(self, event: dict[str, Any]) -> bytes:
         kind = self._kinds[event["device"]]
@@ -110,12 +97,7 @@ class VpuDaemon:
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT (clean removal) or until memtrackfs goes away."""
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-        while not stop.is_set() and not self.client.closed.is_set():
-            stop.wait(0.2)
-        if self.client.closed.is_set():
+        if not wait_until_stopped(self.client):
             print("vpu-sim: memtrackfs closed the connection: exiting", flush=True)
             return 1
         self.shutdown()

@@ -104,26 +104,22 @@ def colmv_size(s: Stream) -> int:
     return align(align(seg_w, 16) * seg_h + seg_w * seg_h * 64 * nbytes, 128)
 
 
-_RCB_ROW = (22, 6, 1, 3, 6, 6, 11)   # dblk, intra, transd, strmd, inter, sao, fbc (rcb_coeff[])
-_RCB_COL = (1, 3, 67)                # transd, inter, filter
-
-
 def rcb_size(s: Stream) -> int:
     """vdpu34x_get_rcb_buf_size(): row buffers by width, column buffers by height, each 64
     aligned; HEVC passes the picture size, H.264 and VP9 theirs aligned to 64."""
-    width, height = (s.width, s.height) if s.codec == "hevc" else (align(s.width, 64), align(s.height, 64))
-    return sum(align(width * c, 64) for c in _RCB_ROW) + sum(align(height * c, 64) for c in _RCB_COL)
+    return sum(size for _, _, size in rcb_segments(s))
 
 
-def rcb_segments(s: Stream) -> list[tuple[int, int]]:
-    """(register, offset) of each RCB segment in the buffer, in vdpu34x_get_rcb_buf_size()'s order."""
+def rcb_segments(s: Stream) -> list[tuple[int, int, int]]:
+    """(register, offset, size) of each RCB segment in the buffer, in vdpu34x_get_rcb_buf_size()'s order."""
     width, height = (s.width, s.height) if s.codec == "hevc" else (align(s.width, 64), align(s.height, 64))
     order = ((139, width, 22), (133, width, 6), (134, width, 1), (136, width, 3), (137, width, 6),
              (140, width, 6), (141, width, 11), (135, height, 1), (138, height, 3), (142, height, 67))
     segments, offset = [], 0
     for reg, length, coeff in order:
-        segments.append((reg, offset))
-        offset += align(length * coeff, 64)
+        size = align(length * coeff, 64)
+        segments.append((reg, offset, size))
+        offset += size
     return segments
 
 
@@ -159,6 +155,7 @@ def decoder_session_bytes(s: Stream) -> int:
 @dataclass(frozen=True)
 class EncoderBuffers:
     recon: int      # reconstructed frame (FBC header + body)
+    header: int     # the FBC header's part of it (the body follows at this offset)
     thumb: int      # its 1/4 thumbnail
     cmv: int        # H.265 only: its motion vectors (0 for H.264)
     packet: int     # the output bitstream buffer
@@ -168,17 +165,19 @@ class EncoderBuffers:
 def encoder_buffers(codec: str, width: int, height: int) -> EncoderBuffers:
     if codec == "h264":  # hal_h264e_vepu580.c setup_hal_bufs()
         aw, ah = align(width, 64), align(height, 16) + 16
-        recon = align(aw * ah // 64, SZ_8K) + aw * ah * 3 // 2
+        header = align(aw * ah // 64, SZ_8K)
+        recon = header + aw * ah * 3 // 2
         thumb = align(aw // 64 * ah // 64 * 256, SZ_8K)
         cmv = 0
     else:                # hal_h265e_vepu580.c vepu580_h265_setup_hal_bufs()
         mw, mh = (width + 63) // 64, (height + 63) // 64 + 1
-        recon = align((mw * mh) << 6, SZ_8K) + ((mw * mh) << 12) * 3 // 2
+        header = align((mw * mh) << 6, SZ_8K)
+        recon = header + ((mw * mh) << 12) * 3 // 2
         thumb = (mw * mh) << 8
         cmv = align(mw * mh * 16 * 6, 256)
     packet = align(width, 16) * align(height, 16)  # mpp_enc_check_pkt_buf(): 1 byte per pixel
     source = align(width, 16) * align(height, 16) * 3 // 2
-    return EncoderBuffers(recon, thumb, cmv, packet, source)
+    return EncoderBuffers(recon, header, thumb, cmv, packet, source)
 
 
 # dma-heap names the buffers come from (osal/allocator/allocator_dma_heap.c heap_infos[]): MPP's
