@@ -21,6 +21,9 @@
 #     a driver allocates them at probe and frees them at remove.
 # Growth is reported per instance (tgid, "gone" when that process has exited), per buffer name
 # inside the instances, and per dma-buf name (rk_dmabuf/dev: "<tgid>-<comm>" and exporter).
+# Where /proc/mpp_service/sessions-summary exists (Rockchip), it also reports how the memory of
+# each codec device's open sessions changed: a session left open holds its buffers (that memory
+# is in rk_dmabuf/size too, so it is not counted twice).
 # The report goes to stderr.
 #
 # Exit status: 0 nothing leaked; 1 a leak beyond the threshold; 2 bad usage; 3 nothing to watch
@@ -29,6 +32,7 @@
 ROOT=${ROOT:-}
 RK="$ROOT/proc/rk_dmabuf/size"
 RKDEV="$ROOT/proc/rk_dmabuf/dev"
+MPP="$ROOT/proc/mpp_service/sessions-summary"
 MT="$ROOT/sys/kernel/debug/v4l2-memtrack"
 
 usage() {
@@ -126,12 +130,22 @@ NR > 2 && /^[0-9a-f]/ {
 }
 END { for (k in B) print "dbuf\t" k "\t" B[k] }'
 
+# mpp_service/sessions-summary, either BSP's form, as KiB per device: 5.10's "<dev> Total: N
+# KiB", or 6.1's per-session dump ("N: iova..iova (SIZE KiB|Bytes)" lines, then " device: <dev>").
+MPP_AWK='
+/ Total: [0-9]+ KiB$/ { M[$1] += $3; next }
+/^session iova range dump:$/ { pending = 0; next }
+/^ *[0-9]+: 0x/ { s = $0; sub(/^.*\( */, "", s); n = s + 0; if (s ~ /Bytes/) n = n / 1024; pending += n; next }
+/^ device: / { M[$2] += pending; pending = 0; next }
+END { for (d in M) print "mpp\t" d "\t" int(M[d]) }'
+
 take_sample() {
     samples=$((samples + 1))
     {
         printf '@\t%s\n' "$samples"
         [ -r "$RK" ] && awk '/^Total:/ { print "rk\t" $2 * 1024 }' "$RK"
         [ -r "$RKDEV" ] && awk "$RKDEV_AWK" "$RKDEV"
+        [ -r "$MPP" ] && awk "$MPP_AWK" "$MPP"
         for file in "$MT"/*; do
             [ -f "$file" ] && awk -v root="${file##*/}" "$TREE_AWK" "$file" 2>/dev/null
         done
@@ -157,11 +171,12 @@ function end_sample(   r, k, parts) {
         if (CR[r] > PR[r]) PR[r] = CR[r]
         if (s == 1) BEFORE[r] = 1
     }
-    if (s == 1) { rk_before = rk; for (k in DB) DB1[k] = DB[k] }
+    if (s == 1) { rk_before = rk; for (k in DB) DB1[k] = DB[k]; for (k in MP) MP1[k] = MP[k] }
     if (rk > rk_peak) rk_peak = rk
     split("", CR); split("", CD); split("", CI); split("", CN)
 }
-$1 == "@" { end_sample(); s = $2; rk = ""; split("", DB); next }
+$1 == "@" { end_sample(); s = $2; rk = ""; split("", DB); split("", MP); next }
+$1 == "mpp" { MP[$2] = $3; next }
 $1 == "rk" { rk = $2; next }
 $1 == "dbuf" { DB[$2] = $3; next }
 $1 == "root" { CR[$2] = $3; next }
@@ -183,6 +198,8 @@ END {
         for (k in DB1) if (!(k in DB)) printf "  dma-buf %s: %s KiB\n", k, signed(int(-DB1[k] / 1024))
         if (growth > limit) { leak = 1; printf "leakwatch: LEAK: rk_dmabuf/size grew by %s\n", kib(growth) }
     }
+    for (k in MP) if (MP[k] != MP1[k] + 0) printf "mpp_service %s: sessions hold %d KiB, before %d KiB%s\n", k, MP[k], MP1[k], (MP[k] > 0 ? " (sessions still open)" : "")
+    for (k in MP1) if (!(k in MP)) printf "mpp_service %s: sessions hold 0 KiB, before %d KiB\n", k, MP1[k]
     for (r in FR) {
         steady = (r in BEFORE) && (r in AFTER)
         how = steady ? "" : ((r in BEFORE) ? ", removed during the run" : ((r in AFTER) ? ", loaded during the run" : ", loaded and removed during the run"))

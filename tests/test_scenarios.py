@@ -34,11 +34,11 @@ from vpu_sim.driver.device import VpuDevice
 from vpu_sim.driver.faults import Faults, parse_fault
 from vpu_sim.driver.ioctls import VideoFile
 from vpu_sim.driver.memtrack import MemoryArea
-from vpu_sim.scenario.spec import parse
+from vpu_sim.scenario.spec import load, parse
 
 EXAMPLES = ROOT / "examples" / "scenarios"
 LEAKWATCH = ROOT / "scripts" / "leakwatch.sh"
-LEAKING = {"driver-leak", "keep-dmabufs"}
+LEAKING = {"driver-leak", "keep-dmabufs", "rk3588-buggy-player"}
 CONTROL = "sys/kernel/debug/dynamic_debug/control"
 TIMED_OUT = r"exit 1: vpu-sim: (play|encode): VIDIOC_DQBUF: Connection timed out \(the driver did not answer"
 
@@ -59,6 +59,15 @@ SUMMARIES = {
                        r"\(the CMA heap is full\)$"],
     "slow-firmware": [r"^  play +play 1920x1080 h264 +(2\d|3\d|4\d) +72733056 +ok$"],  # healthy: ~75
     "stuck-firmware": [r"^  play .* " + TIMED_OUT, r"^  camera .* " + TIMED_OUT],
+    # The RK3588 board (docs/spec/rockchip-rk3588.md): a player's usage is its MPP session's buffers.
+    "rk3588-home-screen": [r"^  home +compositor home screen +- +- +ok$",
+                           r"^rk_dmabuf/size: before 0 KiB, after 0 KiB \(\+0\)$"],
+    "rk3588-player": [r"^  player +play 3840x2160 hevc +\d+ +173072384 +ok$",
+                      r"^rk_dmabuf/size: before 0 KiB, after 0 KiB \(\+0\)$"],
+    "rk3588-buggy-player": [r"^  player: handed 4 dma-bufs to helper pid \d+, which keeps them 60 s$",
+                            r"^rk_dmabuf/size: before 0 KiB, after 17504 KiB \(\+17504\)$"],
+    "rk3588-peak": [r"^  player +play 7680x4320 hevc +\d+ +1412014080 +ok$",  # two 8K sessions at the switch
+                    r"^rk_dmabuf/size: before 0 KiB, after 0 KiB \(\+0\)$"],
 }
 # What leakwatch's report must say besides its verdict.
 REPORTS = {
@@ -66,7 +75,10 @@ REPORTS = {
                     r"^  dcp: \+4080000 bytes$", r"^leakwatch: LEAK: amphion-vpu grew by 10502528 bytes"],
     "keep-dmabufs": [r"^  dma-buf \d+-\S+ \(videobuf2_dma_co\): \+32256 KiB$",
                      r"^leakwatch: LEAK: rk_dmabuf/size grew by 32256 KiB$"],
+    "rk3588-buggy-player": [r"^  dma-buf \d+-\S+ \(system\): \+17504 KiB$",
+                            r"^leakwatch: LEAK: rk_dmabuf/size grew by 17504 KiB$"],
 }
+KEPT = {"keep-dmabufs": 32256, "rk3588-buggy-player": 17504}  # KiB a helper keeps after the scenario
 
 
 def test_every_example_has_its_expectations() -> None:
@@ -76,10 +88,13 @@ def test_every_example_has_its_expectations() -> None:
 @pytest.mark.parametrize("example", sorted(SUMMARIES))
 def test_leakwatch_flags_exactly_the_leaking_examples(tmp_path: Path, example: str) -> None:
     # A short driver timeout keeps stuck-firmware short; nothing else waits that long.
-    mount = start_mount(tmp_path, "--driver-timeout", "1")
+    board = load(str(EXAMPLES / f"{example}.toml")).board
+    rockchip = board == "rk3588"
+    mount = start_mount(tmp_path, "--driver-timeout", "1", *(["--board", board] if rockchip else []))
     helper = None
     try:
-        (mount / CONTROL).write_text("file v4l2-memtrack.c +p\n")  # the RFC's leak report, on
+        if not rockchip:
+            (mount / CONTROL).write_text("file v4l2-memtrack.c +p\n")  # the RFC's leak report, on
         shell = ["busybox", "sh"] if example in ("driver-leak", "clean") else ["sh"]
         done = subprocess.run([*shell, str(LEAKWATCH), "-i", "0.2", "--", sys.executable, "-m", "vpu_sim", "scenario",
                                str(EXAMPLES / f"{example}.toml"), "--mount", str(mount.path)],
@@ -92,6 +107,7 @@ def test_leakwatch_flags_exactly_the_leaking_examples(tmp_path: Path, example: s
             assert re.search(pattern, done.stderr, re.M), f"{pattern!r} not in the report:\n{done.stderr}"
         assert done.returncode == (1 if example in LEAKING else 0), done.stderr
         assert ("leakwatch: no leak" in done.stderr) == (example not in LEAKING)
+        assert ("amphion-vpu total" in done.stdout) == (not rockchip)
         kmsg = mount.kmsg()
         if example == "driver-leak":
             assert any(line.endswith(";amphion-vpu: injected faults: driver-leak:names=mbi+dcp") for line in kmsg)
@@ -101,8 +117,8 @@ def test_leakwatch_flags_exactly_the_leaking_examples(tmp_path: Path, example: s
             assert report.count("v4l2-memtrack:     dcp [leaf]: usage=2040000 bytes, count=1") == 2
         else:
             assert not any("Memory Tracker" in line for line in kmsg)  # the driver went clean
-        if example == "keep-dmabufs":
-            assert mount.read("proc/rk_dmabuf/size") == b"Total: 32256 KiB\n"  # held after the scenario
+        if example in KEPT:
+            assert mount.read("proc/rk_dmabuf/size") == b"Total: %d KiB\n" % KEPT[example]  # held after the scenario
             os.kill(helper, signal.SIGTERM)
             _wait_gone(helper)
             helper = None

@@ -91,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
         if name == "play":
             app.add_argument("--export-to", metavar="DEVICE",
                              help=f"export decoded frames as dma-bufs attached to DEVICE (e.g. {amphion.DISPLAY_DEVICE})")
+            app.add_argument("--playlist", type=_argument(params.count), default=1, metavar="N",
+                             help="rk3588: play N videos in a row, each prepared before the previous one closes")
             app.add_argument("--keep-exports", type=_argument(params.seconds), metavar="SECONDS",
                              help="a bug on purpose: hand the exported dma-bufs to a helper (vpu-sim hold) that "
                                   "keeps them SECONDS after playback")
@@ -157,13 +159,15 @@ def _run_mpp(args: argparse.Namespace, parser: argparse.ArgumentParser, dev_dir:
     if args.codec not in MPP_CODECS:
         parser.error(f"--codec {args.codec}: the RK3588 decoder plays {', '.join(MPP_CODECS)}")
     mpp_players.play(dev_dir, socket_path(args.mount), args.codec, width, height, args.seconds,
-                     _progress(args, "play"), args.export_to, args.keep_exports)
+                     _progress(args, "play"), args.export_to, args.keep_exports, args.playlist)
 
 
 def _run_play(args: argparse.Namespace, parser: argparse.ArgumentParser, dev_dir: str) -> None:
     width, height = args.size
     if args.codec not in CODECS:
         parser.error(f"--codec {args.codec}: the Amphion decoder plays {', '.join(sorted(CODECS))}")
+    if args.playlist != 1:
+        parser.error("--playlist is for the rk3588 player")
     progress = _progress(args, "play")
     export = DisplayExport(socket_path(args.mount), args.export_to) if args.export_to else None
     try:

@@ -187,7 +187,6 @@ def build_tree(kernel: Kernel, proc_union: Optional[str] = None) -> Directory:
     debug["dma_buf"] = Directory({"bufinfo": GeneratedFile(lambda: render_dma_buf_bufinfo(kernel.dmabufs))},
                                  mode=0o755)
     sys_kernel: dict[str, Entry] = {
-        "debug": Directory(debug, mode=0o700),  # debugfs is root-only on a real board
         "dmabuf": Directory({"buffers": _dmabuf_buffers_dir(kernel.dmabufs)}, mode=0o755),
     }
     if board.has(RK_DMA_HEAP):
@@ -198,6 +197,7 @@ def build_tree(kernel: Kernel, proc_union: Optional[str] = None) -> Directory:
         }, mode=0o755)
         sys_kernel["rk_dma_heap"] = Directory({"rk_total_pools_kb": GeneratedFile(render_rk_total_pools_kb)},
                                               mode=0o755)
+    sys_kernel["debug"] = Directory(debug, mode=0o700)  # debugfs is root-only on a real board
     return Directory({
         "dev": Directory({"kmsg": KmsgFile()}, mode=0o755, lookup=device_lookup,
                          names=lambda: list(kernel.devices.nodes)),

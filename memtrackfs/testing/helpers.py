@@ -80,10 +80,12 @@ def start_mount(base: Path, *options: str, env: Optional[dict[str, str]] = None)
 
 
 def start_vpu_sim(mount: Mount, *args: str) -> subprocess.Popen:
-    """Start ``vpu-sim daemon`` on the mount; return once its decoder and encoder nodes exist."""
+    """Start ``vpu-sim daemon`` on the mount (the mount's board's driver unless ``--board`` says
+    otherwise); return once its nodes exist: decoder and encoder, or dev/mpp_service."""
     proc = subprocess.Popen([sys.executable, "-m", "vpu_sim", "daemon", "--mount", str(mount.path), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wait_for(lambda: (mount / "dev/video1").exists() or proc.poll() is not None, what="vpu_sim's nodes")
+    wait_for(lambda: (mount / "dev/video1").exists() or (mount / "dev/mpp_service").exists() or proc.poll() is not None,
+             what="vpu_sim's nodes")
     if proc.poll() is not None:
         raise RuntimeError(f"vpu-sim daemon exited: {proc.stdout.read()}")
     return proc

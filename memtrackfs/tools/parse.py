@@ -12,6 +12,10 @@ _NODE = re.compile(r"^( *)(?:(.+?) )?(\[leaf\] )?(?:\(tgid=(-?\d+), pid=(-?\d+)\
 _TOTAL = re.compile(r"^Total memory usage: (\d+) bytes$")
 # "%px %-16.16s %-16.16s %10lu KiB" then " %s" per attached device
 _RK_DEV = re.compile(r"^([0-9a-f]{16}) (.{16}) (.{16}) +(\d+) KiB((?: \S+)*)$")
+# proc/mpp_service/sessions-summary: the 5.10 guide's line, and the 6.1 dump's lines
+_MPP_TOTAL = re.compile(r"^(\S+) Total: (\d+) KiB$")
+_MPP_BUFFER = re.compile(r"^ *\d+: 0x([0-9a-f]{16})\.\.0x([0-9a-f]{16}) \( *\d+ (?:KiB|Bytes)\)$")
+_MPP_SESSION = re.compile(r"^session: pid=(-?\d+) index=(-?\d+)$")
 
 
 class TrackedNode(NamedTuple):
@@ -23,6 +27,13 @@ class TrackedNode(NamedTuple):
     usage: int
     count: Optional[int]   # None when the file does not show it
     own: Optional[int]     # ``self=``, shown only for nodes with children
+
+
+class MppSession(NamedTuple):
+    pid: int                 # the opening thread's id
+    index: int
+    device: str
+    buffers: tuple[int, ...]  # bytes of each buffer in its IOVA table, least recently used first
 
 
 class RkBuffer(NamedTuple):
@@ -76,3 +87,28 @@ def parse_first_number(text: str) -> int:
     if m is None:
         raise ValueError(f"no number in {text!r}")
     return int(m.group(1))
+
+
+def parse_mpp_sessions_summary(text: str) -> tuple[dict[str, int], list[MppSession]]:
+    """``proc/mpp_service/sessions-summary`` in either BSP's form: the KiB each device's sessions
+    hold, and (6.1's dump only) the sessions themselves. ValueError if malformed."""
+    totals: dict[str, int] = {}
+    sessions: list[MppSession] = []
+    sizes: list[int] = []
+    pid_index: Optional[tuple[int, int]] = None
+    for line in _lines(text):
+        if (m := _MPP_TOTAL.match(line)) is not None:
+            totals[m.group(1)] = totals.get(m.group(1), 0) + int(m.group(2))
+        elif line == "session iova range dump:":
+            sizes, pid_index = [], None
+        elif (m := _MPP_BUFFER.match(line)) is not None:
+            sizes.append(int(m.group(2), 16) - int(m.group(1), 16) + 1)
+        elif (m := _MPP_SESSION.match(line)) is not None:
+            pid_index = int(m.group(1)), int(m.group(2))
+        elif line.startswith(" device: ") and pid_index is not None:
+            device = line[len(" device: "):]
+            sessions.append(MppSession(*pid_index, device, tuple(sizes)))
+            totals[device] = totals.get(device, 0) + sum(sizes) // 1024
+        elif not (line.startswith(" memory: ") or line.startswith("|") or set(line) == {"-"}):
+            raise ValueError(f"malformed sessions-summary line {line!r}")
+    return totals, sessions

@@ -1,7 +1,8 @@
 """``memtrackfs record`` and ``memtrackfs plot``: memory over time, per instance and for dma-bufs.
 
 A record is JSON lines, one sample each: seconds since the start, every tracker's total, the
-usage of every node right under a root (the instances), and the Rockchip dma-buf size and peak.
+usage of every node right under a root (the instances), the Rockchip dma-buf size and peak, and
+the KiB each mpp_service device's sessions hold.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def sample(root: str, started: float) -> dict[str, Any]:
     dmabuf = snap["dmabuf"] or {}
     return {"t": round(time.monotonic() - started, 3),
             "totals": {name: tracker["total"] for name, tracker in snap["trackers"].items()},
-            "instances": instances, "dmabuf_kib": dmabuf.get("size_kib"), "peak_mib": dmabuf.get("peak_mib")}
+            "instances": instances, "dmabuf_kib": dmabuf.get("size_kib"), "peak_mib": dmabuf.get("peak_mib"),
+            "mpp_kib": (snap["mpp"] or {}).get("devices", {})}
 
 
 def record(root: str, interval: float, out: IO[str], duration: Optional[float] = None) -> int:
@@ -57,6 +59,8 @@ def plot(record_path: str, png_path: str) -> None:
     tracked.legend(fontsize="small", loc="upper left")
     dmabuf.plot(times, [(s["dmabuf_kib"] or 0) / 1024 for s in samples], label="rk_dmabuf size")
     dmabuf.step(times, [s["peak_mib"] or 0 for s in samples], where="post", linestyle="--", label="rk_dmabuf peak")
+    for device in dict.fromkeys(d for s in samples for d in s.get("mpp_kib", {})):
+        dmabuf.plot(times, [s.get("mpp_kib", {}).get(device, 0) / 1024 for s in samples], label=f"mpp {device}")
     dmabuf.set_ylabel("dma-buf MiB")
     dmabuf.set_xlabel("seconds")
     dmabuf.legend(fontsize="small", loc="upper left")

@@ -5,6 +5,8 @@ paths, or a mount point) and keeps, as plain JSON:
 - per tracker root: its total and every node by path, e.g. ``amphion-vpu/instance[2001/2001]``
   (the root's name, then each node's name and ``[tgid/pid]`` when shown), with its usage and its leaves summed per name;
 - the dma-bufs of rk_dmabuf/dev by id, the Rockchip total and peak;
+- Rockchip's mpp_service: the KiB each codec device's sessions hold and, where the BSP's
+  sessions-summary lists them (6.1), the sessions, keyed ``<device>#<index>`` (pid, buffers);
 - per process (tgid): the tracked bytes it owns (nodes' own bytes and leaves, by the tgid the
   file shows) and the KiB of dma-bufs named after it.
 """
@@ -19,11 +21,13 @@ from typing import Any, Optional
 from memtrackfs.tools.parse import (
     parse_first_number,
     parse_memtrack,
+    parse_mpp_sessions_summary,
     parse_rk_dmabuf_dev,
 )
 
 MEMTRACK_DIR = "sys/kernel/debug/v4l2-memtrack"
 RK_DIR = "proc/rk_dmabuf"
+MPP_SUMMARY = "proc/mpp_service/sessions-summary"
 
 Snapshot = dict[str, Any]
 
@@ -100,8 +104,18 @@ def take_snapshot(root: str = "/") -> Snapshot:
         "root": os.path.abspath(root),
         "trackers": trackers,
         "dmabuf": dmabuf,
+        "mpp": _mpp(_read(os.path.join(root, MPP_SUMMARY))),
         "processes": {str(t): {"tracked": processes[t], "dmabuf_kib": dmabuf_by_tgid[t]} for t in tgids if t},
     }
+
+
+def _mpp(summary: Optional[str]) -> Optional[dict[str, Any]]:
+    if summary is None:
+        return None
+    totals, sessions = parse_mpp_sessions_summary(summary)
+    return {"devices": totals,
+            "sessions": {f"{s.device}#{s.index}": {"pid": s.pid, "kib": sum(s.buffers) // 1024,
+                                                   "buffers": len(s.buffers)} for s in sessions}}
 
 
 def render_snapshot(snap: Snapshot) -> str:
@@ -114,6 +128,11 @@ def render_snapshot(snap: Snapshot) -> str:
     if snap["dmabuf"] is not None:
         d = snap["dmabuf"]
         lines.append(f"dma-buf: {d['size_kib']} KiB in {len(d['buffers'])} buffers, peak {d['peak_mib']} MiB")
+    mpp = snap.get("mpp")
+    if mpp is not None:
+        lines += [f"mpp_service {device}: {kib} KiB" for device, kib in mpp["devices"].items()] or ["mpp_service: no session"]
+        lines += [f"  session {key} (pid {s['pid']}): {s['kib']} KiB in {s['buffers']} buffers"
+                  for key, s in mpp["sessions"].items()]
     for tgid, usage in snap["processes"].items():
         lines.append(f"process {tgid}: tracked {usage['tracked']} bytes, dma-buf {usage['dmabuf_kib']} KiB")
     return "\n".join(lines) + "\n"
@@ -164,6 +183,17 @@ def diff_snapshots(a: Snapshot, b: Snapshot) -> tuple[str, bool]:
                     lines.append(f"  {sign} {i} {buf['name']} {buf['exporter']} {buf['kib']} KiB "
                                  f"{' '.join(buf['devices'])}".rstrip())
             grew |= size_after > size_before
+    old_mpp, new_mpp = a.get("mpp"), b.get("mpp")
+    if old_mpp is not None and new_mpp is not None:
+        for device in list(old_mpp["devices"]) + [d for d in new_mpp["devices"] if d not in old_mpp["devices"]]:
+            before_kib, after_kib = old_mpp["devices"].get(device, 0), new_mpp["devices"].get(device, 0)
+            if before_kib != after_kib:
+                lines.append(f"mpp_service {device}: KiB {_delta(before_kib, after_kib)}")
+                grew |= after_kib > before_kib
+        for key in [k for k in new_mpp["sessions"] if k not in old_mpp["sessions"]]:
+            lines.append(f"  + session {key} (pid {new_mpp['sessions'][key]['pid']}) {new_mpp['sessions'][key]['kib']} KiB")
+        for key in [k for k in old_mpp["sessions"] if k not in new_mpp["sessions"]]:
+            lines.append(f"  - session {key} (pid {old_mpp['sessions'][key]['pid']}) {old_mpp['sessions'][key]['kib']} KiB")
     for tgid in sorted(set(a["processes"]) | set(b["processes"]), key=int):
         before = a["processes"].get(tgid, {"tracked": 0, "dmabuf_kib": 0})
         after = b["processes"].get(tgid, {"tracked": 0, "dmabuf_kib": 0})

@@ -1,7 +1,7 @@
 """``vpu-sim scenario FILE``: load the scenario's driver, play its timeline, report.
 
-1. Refuse if a driver already serves ``MNT/dev/video0``: the scenario loads its own, with its
-   board and driver faults.
+1. Refuse if a driver already serves the board's node (``MNT/dev/video0``, or
+   ``MNT/dev/mpp_service`` on rk3588): the scenario loads its own, with its board and driver faults.
 2. Start ``vpu-sim daemon`` with them and wait for its nodes; idle ``settle`` seconds and read
    the totals (before).
 3. The timeline: each application starts at its ``start`` as a process of its own
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, TextIO
 
 from vpu_sim.apps.hog import CmaHog
+from vpu_sim.boards import driver_of, node_names
 from vpu_sim.driver import amphion
 from vpu_sim.driver.remote import socket_path
 from vpu_sim.scenario.spec import App, Scenario, load
@@ -53,6 +54,7 @@ def _number(path: str, pattern: str) -> Optional[int]:
 
 
 def read_totals(mount: str) -> Totals:
+    """The Amphion tree's total (None where there is none, as on an RK3588) and rk_dmabuf/size."""
     return Totals(_number(os.path.join(mount, MEMTRACK_DIR, amphion.TRACKER_ROOT), r"Total memory usage: (\d+) bytes"),
                   _number(os.path.join(mount, "proc/rk_dmabuf/size"), r"Total: (\d+) KiB"))
 
@@ -155,7 +157,8 @@ class ScenarioRun:
         self.daemon: Optional[subprocess.Popen[str]] = None
 
     def _start_daemon(self) -> None:
-        node = os.path.join(self.dev_dir, "video0")
+        nodes = [os.path.join(self.dev_dir, name) for name in node_names(self.scenario.board)]
+        node = nodes[0]
         if os.path.exists(node):
             raise ScenarioError(f"a VPU driver already serves {node} (is vpu-sim daemon running?); a scenario "
                                 "loads its own driver, with its board and faults: stop that one first")
@@ -165,7 +168,7 @@ class ScenarioRun:
                                        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, text=True,
                                        env=self.env)
         deadline = time.monotonic() + DAEMON_START_TIMEOUT
-        while not os.path.exists(os.path.join(self.dev_dir, "video1")):
+        while not all(os.path.exists(path) for path in nodes):
             if self.daemon.poll() is not None or time.monotonic() > deadline:
                 self._stop_daemon()
                 log.seek(0)
@@ -242,7 +245,7 @@ class ScenarioRun:
                 self.hog.release()
             self._stop_daemon()
         self.out.write(summary(self.scenario.name, time.monotonic() - began, self.apps, before, after,
-                               amphion.TRACKER_ROOT))
+                               amphion.TRACKER_ROOT if driver_of(self.scenario.board) == "amphion" else None))
         self.out.flush()
 
 

@@ -17,18 +17,20 @@ import tomllib
 
 from vpu_sim import params
 from vpu_sim.apps.v4l2 import CODECS
-from vpu_sim.driver import amphion
+from vpu_sim.apps.mpp.sizes import CODECS as MPP_CODECS
+from vpu_sim.apps.mpp.sizes import ENC_CODECS as MPP_ENC_CODECS
+from vpu_sim.boards import DRIVER_BOARDS, driver_of
 from vpu_sim.driver.daemon import ALLOCATORS
 from vpu_sim.driver.faults import SCHEMAS as DRIVER_FAULTS
 from vpu_sim.driver.faults import Faults, FaultSpec, fault_spec
 from vpu_sim.params import Field
 
-APP_KINDS = ("play", "encode", "transcode")
+APP_KINDS = ("play", "encode", "transcode", "compositor")
 
 TOP = {
     "name": Field(params.text),
     "description": Field(params.text),
-    "board": Field(params.choice(tuple(sorted(amphion.BOARDS))), default="imx8qxp"),
+    "board": Field(params.choice(DRIVER_BOARDS), default="imx8qxp"),
     "fps": Field(params.positive, default=30.0),
     "allocator": Field(params.choice(ALLOCATORS), default="dma-contig"),
     # The driver idles this long before the first application and after the last, so that a
@@ -40,12 +42,13 @@ TOP = {
 APP = {
     "name": Field(params.text),
     "kind": Field(params.choice(APP_KINDS), required=True),
-    "codec": Field(params.choice(tuple(CODECS))),
+    "codec": Field(params.choice(tuple(dict.fromkeys([*CODECS, *MPP_CODECS])))),
     "size": Field(params.size, default=(1920, 1080)),
     "start": Field(params.seconds, default=0.0),
     "seconds": Field(params.positive, required=True),
     "count": Field(params.count, default=1),
     "export_to": Field(params.text),
+    "playlist": Field(params.count, default=1),
 }
 APP_FAULTS: dict[str, dict[str, Field]] = {
     "keep-dmabufs": {"app": Field(params.text, required=True), "hold": Field(params.positive, default=30.0)},
@@ -64,23 +67,38 @@ class App:
     size: tuple[int, int]
     start: float
     seconds: float
+    board: str = "imx8qxp"
     export_to: Optional[str] = None
+    playlist: int = 1
     keep_exports: Optional[float] = None   # keep-dmabufs: seconds a helper keeps the exports
     crash_at: Optional[float] = None       # crash: SIGKILL at this time of the timeline
 
     @property
+    def mpp(self) -> bool:
+        return driver_of(self.board) == "mpp"
+
+    @property
     def what(self) -> str:
+        if self.kind == "compositor":
+            return "compositor home screen"
         width, height = self.size
-        return f"{self.kind} {width}x{height}" + ("" if self.kind == "encode" else f" {self.codec}")
+        shows_codec = self.kind != "encode" or self.mpp
+        return f"{self.kind} {width}x{height}" + (f" {self.codec}" if shows_codec else "")
 
     def command(self, mount: str) -> list[str]:
+        if self.kind == "compositor":
+            return [sys.executable, "-m", "vpu_sim", "compositor", "--mount", mount, "--seconds", repr(self.seconds)]
         width, height = self.size
         command = [sys.executable, "-m", "vpu_sim", self.kind, "--mount", mount, "--json",
                    "--size", f"{width}x{height}", "--seconds", repr(self.seconds)]
-        if self.kind != "encode":
+        if self.mpp:
+            command += ["--board", self.board]
+        if self.kind != "encode" or self.mpp:
             command += ["--codec", self.codec]
         if self.export_to is not None:
             command += ["--export-to", self.export_to]
+        if self.playlist != 1:
+            command += ["--playlist", str(self.playlist)]
         if self.keep_exports is not None:
             command += ["--keep-exports", repr(self.keep_exports)]
         return command
@@ -108,6 +126,8 @@ class Scenario:
     def daemon_args(self) -> list[str]:
         """``vpu-sim daemon`` options; fault times move by ``settle``, as the timeline starts
         that long after the probe, from which the daemon counts."""
+        if driver_of(self.board) == "mpp":
+            return ["--board", self.board]
         args = ["--board", self.board, "--fps", repr(self.fps), "--allocator", self.allocator]
         for spec in self.driver_faults:
             args += ["--fault", str(spec.shifted(self.settle))]
@@ -122,17 +142,35 @@ class Scenario:
         return names
 
 
-def _app_entries(raw: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
+def _check_codec(entry: dict[str, Any], board: str, label: str) -> None:
+    """The codecs each board's applications take (its driver's), and where none is taken."""
+    kind, codec = entry["kind"], entry["codec"]
+    mpp = driver_of(board) == "mpp"
+    if kind == "compositor" or (kind == "encode" and not mpp):
+        if codec is not None:
+            what = "a compositor decodes nothing" if kind == "compositor" else "an encode always produces h264"
+            raise ValueError(f"{label}: codec: {what}; leave codec out")
+        return
+    if kind == "transcode" and mpp:
+        raise ValueError(f"{label}: kind: transcode runs on the Amphion boards, not {board}")
+    allowed = (MPP_ENC_CODECS if kind == "encode" else MPP_CODECS) if mpp else tuple(CODECS)
+    if codec is not None and codec not in allowed:
+        raise ValueError(f"{label}: codec: {board}'s {kind} takes {', '.join(allowed)}, not {codec!r}")
+
+
+def _app_entries(raw: list[dict[str, Any]], where: str, board: str) -> list[dict[str, Any]]:
     entries = []
     kinds = [entry.get("kind") for entry in raw]
     for index, table in enumerate(raw, 1):
         entry = params.check(table, APP, f"{where}: app {index}")
         label = f"{where}: app {index}"
-        if entry["kind"] == "encode" and entry["codec"] is not None:
-            raise ValueError(f"{label}: codec: an encode always produces h264; leave codec out")
+        _check_codec(entry, board, label)
         if entry["export_to"] is not None and entry["kind"] != "play":
             raise ValueError(f"{label}: export_to: only play exports its frames")
+        if entry["playlist"] != 1 and (entry["kind"] != "play" or driver_of(board) != "mpp"):
+            raise ValueError(f"{label}: playlist: only an rk3588 play plays several videos")
         entry["codec"] = entry["codec"] or "h264"
+        entry["board"] = board
         if entry["name"] is None:
             # The kind names the entry, numbered when several entries share it.
             same = [i for i, kind in enumerate(kinds, 1) if kind == entry["kind"]]
@@ -164,7 +202,7 @@ def _apply_app_fault(kind: str, values: dict[str, Any], entries: list[dict[str, 
 
 def parse(data: dict[str, Any], where: str) -> Scenario:
     top = params.check(data, TOP, where)
-    entries = _app_entries(top["app"], where)
+    entries = _app_entries(top["app"], where, top["board"])
     if not entries:
         raise ValueError(f"{where}: a scenario needs at least one [[app]]")
     driver_faults: list[FaultSpec] = []
@@ -174,6 +212,8 @@ def parse(data: dict[str, Any], where: str) -> Scenario:
         kind = table.get("kind")
         rest = {key: value for key, value in table.items() if key != "kind"}
         if kind in DRIVER_FAULTS:
+            if driver_of(top["board"]) != "amphion":
+                raise ValueError(f"{label}: {kind} is a fault of the Amphion driver; {top['board']} has none")
             try:
                 driver_faults.append(fault_spec(kind, rest))
             except ValueError as exc:

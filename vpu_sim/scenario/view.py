@@ -96,7 +96,8 @@ def _change(before: Optional[int], after: Optional[int], unit: str) -> str:
 
 
 def summary(name: str, duration: float, apps: Sequence[AppState], before: Totals, after: Totals,
-            tree_name: str) -> str:
+            tree_name: Optional[str]) -> str:
+    """The table of applications, their notes, then the totals (the tree's only if the board has one)."""
     rows = [("app", "what", "frames", "peak usage (bytes)", "status")]
     rows += [(app.name, app.what, _joined(app, "frames"), _joined(app, "peak"), app.status) for app in apps]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
@@ -107,7 +108,8 @@ def summary(name: str, duration: float, apps: Sequence[AppState], before: Totals
         if changes:
             lines.append(f"  {app.name}: {len(changes)} resolution changes")
         lines += [f"  {app.name}: {note['text']}" for note in app.notes if note.get("event") != "resolution"]
-    lines.append(f"{tree_name} total: {_change(before.tree, after.tree, 'bytes')}")
+    if tree_name is not None:
+        lines.append(f"{tree_name} total: {_change(before.tree, after.tree, 'bytes')}")
     lines.append(f"rk_dmabuf/size: {_change(before.rk_kib, after.rk_kib, 'KiB')}")
     return "\n".join(lines) + "\n"
 
