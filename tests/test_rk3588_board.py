@@ -4,6 +4,7 @@ processes (their threads, their dma-bufs, the ioctl ABI and its errors)."""
 from __future__ import annotations
 
 import ctypes
+import json
 import errno
 import os
 import re
@@ -26,27 +27,25 @@ SUMMARY = "proc/mpp_service/sessions-summary"
 KiB = 1 << 10
 
 
-@pytest.fixture(params=["5.10", "6.1"])
-def rk3588(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Mount]:
-    """An RK3588 mount with the mpp_service driver, per BSP."""
-    mount = start_mount(tmp_path, "--board", "rk3588", "--bsp", request.param)
+def _board(tmp_path: Path, bsp: str) -> Iterator[Mount]:
+    mount = start_mount(tmp_path, "--board", "rk3588", "--bsp", bsp)
     daemon = start_vpu_sim(mount)
     try:
         yield mount
     finally:
         stop_process(daemon)
         mount.umount()
+
+
+@pytest.fixture(params=["5.10", "6.1"])
+def rk3588(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Mount]:
+    """An RK3588 mount with the mpp_service driver, per BSP."""
+    yield from _board(tmp_path, request.param)
 
 
 @pytest.fixture
 def rk3588_61(tmp_path: Path) -> Iterator[Mount]:
-    mount = start_mount(tmp_path, "--board", "rk3588", "--bsp", "6.1")
-    daemon = start_vpu_sim(mount)
-    try:
-        yield mount
-    finally:
-        stop_process(daemon)
-        mount.umount()
+    yield from _board(tmp_path, "6.1")
 
 
 def cat(mount: Mount, path: str) -> str:
@@ -209,7 +208,8 @@ def test_a_decode_holds_mpps_buffers_named_after_the_player(rk3588: Mount) -> No
                  and parse_mpp_sessions_summary(cat(rk3588, SUMMARY))[0]["fdc38100.rkvdec-core"] == 52140,
                  what="the decoder's 11 frame slots")  # 11 x (4376 + 140) + 3 x 180 + 388 + 3 x 512 KiB
         buffers = parse_rk_dmabuf_dev(cat(rk3588, "proc/rk_dmabuf/dev"))
-        assert {b.name for b in buffers} == {f"{player.pid}-python"[:16]}
+        comm = Path(f"/proc/{player.pid}/comm").read_text().rstrip("\n")
+        assert {b.name for b in buffers} == {f"{player.pid}-{comm}"[:16]}
         assert sorted({(b.exporter, b.kib) for b in buffers}) == [
             ("system", 512), ("system", 4376), ("system-uncached", 140), ("system-uncached", 180),
             ("system-uncached", 388)]
@@ -250,3 +250,33 @@ def test_a_client_gone_takes_nothing_with_it_but_its_own(rk3588_61: Mount) -> No
              what="everything released")
     with MemtrackClient(str(rk3588_61.socket)) as client:
         assert client.call("mpp_sessions")["sessions"] == []
+
+
+def test_snapshot_diff_and_record_show_the_sessions(rk3588: Mount, tmp_path: Path) -> None:
+    def snapshot(name: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "memtrackfs", "snapshot", "--mount", str(rk3588.path), "--json"],
+                              capture_output=True, check=True)
+        (tmp_path / name).write_bytes(done.stdout)
+        return json.loads(done.stdout)
+
+    idle = snapshot("idle.json")
+    assert idle["mpp"] == {"devices": {}, "sessions": {}}
+    player = _player(rk3588, "--codec", "hevc", "--seconds", "3")
+    try:
+        wait_for(lambda: "52140" in json.dumps(snapshot("busy.json")["mpp"]), what="the decoder's buffers")
+        busy = json.loads((tmp_path / "busy.json").read_text())
+        record = tmp_path / "usage.jsonl"
+        subprocess.run([sys.executable, "-m", "memtrackfs", "record", "--mount", str(rk3588.path), "--interval", "0.2",
+                        "--duration", "0.5", "--out", str(record)], check=True, capture_output=True)
+    finally:
+        assert player.wait(30) == 0
+    assert busy["mpp"]["devices"] == {"fdc38100.rkvdec-core": 52140}
+    dump = "load" in os.listdir(rk3588 / "proc/mpp_service")  # 6.1 lists sessions; 5.10 only devices
+    assert busy["mpp"]["sessions"] == ({"fdc38100.rkvdec-core#0": {"pid": player.pid, "kib": 52140, "buffers": 29}}
+                                       if dump else {})
+    text = subprocess.run([sys.executable, "-m", "memtrackfs", "diff", str(tmp_path / "idle.json"),
+                           str(tmp_path / "busy.json")], capture_output=True, text=True).stdout
+    assert "mpp_service fdc38100.rkvdec-core: KiB +52140 (0 -> 52140)\n" in text
+    assert ("  + session fdc38100.rkvdec-core#0 (pid %d) 52140 KiB\n" % player.pid in text) == dump
+    samples = [json.loads(line) for line in record.read_text().splitlines()]
+    assert samples and all(s["mpp_kib"] == {"fdc38100.rkvdec-core": 52140} for s in samples)
