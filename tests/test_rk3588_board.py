@@ -280,3 +280,19 @@ def test_snapshot_diff_and_record_show_the_sessions(rk3588: Mount, tmp_path: Pat
     assert ("  + session fdc38100.rkvdec-core#0 (pid %d) 52140 KiB\n" % player.pid in text) == dump
     samples = [json.loads(line) for line in record.read_text().splitlines()]
     assert samples and all(s["mpp_kib"] == {"fdc38100.rkvdec-core": 52140} for s in samples)
+
+
+def test_board_options_refuse_what_does_not_fit(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "memtrackfs", "mount", str(tmp_path / "m"), "--bsp", "6.1"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "--bsp is for --board rk3588 (its BSP kernels), not union" in done.stderr
+    mount = start_mount(tmp_path, "--board", "imx8qxp")
+    try:
+        done = subprocess.run([sys.executable, "-m", "vpu_sim", "daemon", "--mount", str(mount.path),
+                               "--board", "rk3588"], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 1
+        assert done.stderr == ("vpu-sim: daemon: the mount's board is imx8qxp, whose VPU is not rk3588's: "
+                               "mount it with --board rk3588, or leave --board out\n")
+        assert os.listdir(mount / "dev") == ["kmsg"]
+    finally:
+        mount.umount()

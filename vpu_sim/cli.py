@@ -124,7 +124,11 @@ def _mount_board(mount: str) -> str:
 
 
 def _run_daemon(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    board = args.board or _mount_board(args.mount)
+    mount_board = _mount_board(args.mount)
+    board = args.board or mount_board
+    if driver_of(board) != driver_of(mount_board):
+        raise OSError(errno.EINVAL, f"the mount's board is {mount_board}, whose VPU is not {board}'s: "
+                                    f"mount it with --board {board}, or leave --board out")
     if driver_of(board) == "mpp":
         if args.fault:
             parser.error("--fault injects faults into the Amphion driver; the rk3588 driver has none")

@@ -1,1 +1,2 @@
-"""The simulated Amphion VPU driver: its model, instances, vb2 queues, controls, ioctls and daemon."""
+"""The simulated drivers: the Amphion VPU (its model, instances, vb2 queues, controls, ioctls and
+daemon) and, in ``mpp``, Rockchip's mpp_service for the RK3588."""
