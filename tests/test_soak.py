@@ -141,9 +141,9 @@ while time.monotonic() < deadline:
             reply = do("heap_alloc", heap=rng.choice(["system", "cma"]), **fields)
         else:
             extra = {"heap": "system"} if rng.random() < 0.3 else {}
-            exporter = rng.choice(["videobuf2_dma_contig", "panfrost", "drm"])
+            exporter = rng.choice(["videobuf2_dma_contig", "panfrost", "rockchipdrm"])
             # DRM PRIME keeps mapped scatter lists (cache_sgt_mapping): rk_dmabuf/sgt lists those.
-            reply = do("export", exporter=exporter, cache_sgt_mapping=exporter == "drm", **extra, **fields)
+            reply = do("export", exporter=exporter, cache_sgt_mapping=exporter == "rockchipdrm", **extra, **fields)
         if reply:
             held[reply["buffer"]] = 1
     elif roll < 0.86 and held:
