@@ -23,7 +23,7 @@ import errno
 import itertools
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Hashable, Iterable, Iterator, Optional
+from typing import Hashable, Iterable, Optional
 
 from memtrackfs.errors import KernelError
 from memtrackfs.model.boards import MppBoard, MppDevice
@@ -110,9 +110,6 @@ class MppService:
         for device in board.devices:
             reserved.setdefault(device.iommu_domain, set()).update(device.reserved_iova)
         self._domains = {name: IovaDomain(ranges) for name, ranges in reserved.items()}
-
-    def devices(self) -> Iterator[MppDevice]:
-        return iter(self.board.devices)
 
     def session(self, session_id: int, holder: Hashable) -> MppSession:
         session = self.sessions.get(session_id)
