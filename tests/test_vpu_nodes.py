@@ -104,6 +104,9 @@ def test_1080p_decode_and_encode_show_the_model_sizes(vpu: Mount) -> None:
     apps = [subprocess.Popen([sys.executable, "-m", "vpu_sim", name, "--mount", str(vpu.path), "--seconds", "1.5"],
                              stdout=subprocess.PIPE, text=True) for name in ("play", "encode")]
     try:
+        # Each application prints its first progress line once it streams: its buffers are all set up
+        # (the tree alone could be read while the decoder is still allocating its CAPTURE planes).
+        assert all(app.stdout.readline() for app in apps)
         wait_for(lambda: sum("ref-frame" in "".join(i) for i in instances(vpu)) == 1
                  and sum("dcp" in "".join(i) for i in instances(vpu)) == 1, what="both instances set up")
         trees = {("decoder" if any("mbi" in l for l in i) else "encoder"): i for i in instances(vpu)}
