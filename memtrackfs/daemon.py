@@ -20,7 +20,7 @@ from typing import Callable, Optional, Sequence
 
 from memtrackfs.errors import KernelError
 from memtrackfs.model.heaps import DEFAULT_HEAPS, HeapSpec
-from memtrackfs.mounts import SOURCE_PREFIX, find_mount, is_memtrackfs, is_stale
+from memtrackfs.mounts import SOURCE_PREFIX, find_mount, is_memtrackfs, is_stale, log_path_for_socket
 
 log = logging.getLogger("memtrackfs")
 
@@ -109,7 +109,7 @@ def mount(mountpoint: str, options: MountOptions, foreground: bool) -> int:
 
 
 def _mount_in_background(mountpoint: str, options: MountOptions) -> int:
-    log_path = os.path.splitext(options.socket_path)[0] + ".log"
+    log_path = log_path_for_socket(options.socket_path)
     read_end, write_end = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the daemon

@@ -82,6 +82,11 @@ def default_socket_path(mountpoint: str) -> str:
     return sock
 
 
+def log_path_for_socket(socket_path: str) -> str:
+    """Where a daemon serving ``socket_path`` writes its stderr: beside it, ``.sock`` -> ``.log``."""
+    return os.path.splitext(socket_path)[0] + ".log"
+
+
 def socket_for_mount(mountpoint: str) -> str:
     """The driver socket of the memtrackfs mounted at ``mountpoint``; OSError if there is none."""
     entry = find_mount(mountpoint)

@@ -39,7 +39,16 @@ start() {  # start NAME ARGS...: run a vpu-sim command in the background, loggin
   echo $! >> "$state.pids"
 }
 start daemon daemon --board imx8qxp
-for _ in $(seq 100); do [ -e "$mnt/dev/video1" ] && break; sleep 0.05; done
+# vpu-sim prints its readiness line once its nodes are registered (see memtrackfs/launch.py).
+for i in $(seq 400); do
+  grep -q '^vpu-sim: ready:' "$state.daemon.log" && break
+  if ! kill -0 "$(tail -n 1 "$state.pids")" 2>/dev/null || [ "$i" = 400 ]; then
+    echo "demo.sh: vpu-sim daemon did not become ready (its log: $state.daemon.log):" >&2
+    cat "$state.daemon.log" >&2
+    exit 1
+  fi
+  sleep 0.05
+done
 start play1 play --codec h264 --size 1920x1080 --seconds 86400 --export-to display-subsystem
 start play2 play --codec h264 --size 1920x1080 --seconds 86400
 start encode encode --size 1280x720 --seconds 86400

@@ -1,8 +1,8 @@
-"""The ``vpu-sim`` command: the simulated Amphion VPU daemon, its client programs and scenarios.
+"""vpu-sim: the simulated Amphion VPU driver, applications that use it, and scenarios.
 
-Every command takes ``--mount MNT`` (a memtrackfs mount); without it the real paths are used
+Every command takes --mount MNT (a memtrackfs mount); without it the real paths are used
 (/dev/video*, and the socket from $MEMTRACKFS_SOCKET or the mount table), which is what a user
-gets inside ``memtrackfs run``.
+gets inside `memtrackfs run`.
 """
 from __future__ import annotations
 
@@ -11,16 +11,21 @@ import errno
 import os
 import sys
 import time
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Optional, Sequence, TypeVar
 
+from memtrackfs import __version__, bundled
+from memtrackfs.helptext import HelpFormatter, subcommand
+from memtrackfs.launch import READY
 from vpu_sim import params
 from vpu_sim.apps.hold import hold
 from vpu_sim.apps.m2m import DisplayExport, Progress, encode, play, transcode
 from vpu_sim.apps.v4l2 import CODECS
 from vpu_sim.driver import amphion
-from vpu_sim.driver.daemon import ALLOCATORS, VpuDaemon
+from vpu_sim.driver.amphion import CoreKind
+from vpu_sim.driver.daemon import ALLOCATORS, NODE_NAMES, VpuDaemon
 from vpu_sim.driver.faults import Faults, FaultSpec, parse_fault
 from vpu_sim.driver.remote import socket_path
+from vpu_sim.scenario.library import listing
 from vpu_sim.scenario.runner import run_scenario
 
 T = TypeVar("T")
@@ -45,42 +50,78 @@ def _argument(convert: Callable[[str], T]) -> Callable[[str], T]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vpu-sim", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="vpu-sim", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"vpu-sim {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("--mount", default="/", help="memtrackfs mount point (default: the real paths)")
+    def command(name: str, summary: str, description: str, examples: Sequence[str]) -> argparse.ArgumentParser:
+        p = subcommand(sub, name, summary, description, examples)
+        p.add_argument("--mount", default="/", metavar="MNT",
+                       help="the memtrackfs mount point (default: / , the real paths, as inside `memtrackfs run`)")
         return p
 
-    daemon = command("daemon", "run the simulated VPU driver")
-    daemon.add_argument("--board", choices=sorted(amphion.BOARDS), default="imx8qxp")
+    faults_doc = bundled.doc("scenarios.md")
+    daemon = command(
+        "daemon", "run the simulated VPU driver",
+        f"The simulated Amphion VPU driver: creates the amphion-vpu tracker root with the cores' fw/rpc,\n"
+        f"serves dev/{NODE_NAMES[CoreKind.DECODER]} (decoder) and dev/{NODE_NAMES[CoreKind.ENCODER]} (encoder) until "
+        f"SIGTERM/SIGINT, and prints\n'{READY} ...' on stdout once its nodes are registered (starters wait for "
+        f"that line).",
+        ["vpu-sim daemon --mount /tmp/memtrackfs",
+         "vpu-sim daemon --mount /tmp/memtrackfs --board imx8qm --fault driver-leak:names=mbi+dcp"])
+    daemon.add_argument("--board", choices=sorted(amphion.BOARDS), default="imx8qxp",
+                        help="the board: its cores and sizes (default: imx8qxp)")
     daemon.add_argument("--fps", type=_argument(params.positive), default=30.0,
-                        help="frames the firmware processes a second")
+                        help="frames the firmware processes a second (default: 30)")
     daemon.add_argument("--allocator", choices=ALLOCATORS, default="dma-contig",
-                        help="where vb2 planes come from: CMA (dma-contig), the system heap (dma-sg), or no DMA memory")
+                        help="where vb2 planes come from: CMA (dma-contig), the system heap (dma-sg), or no DMA "
+                             "memory (vmalloc) (default: dma-contig)")
     daemon.add_argument("--fault", type=_argument(parse_fault), action="append", default=[], metavar="KIND[:PARAMS]",
                         help="inject a driver fault (repeatable): driver-leak:names=mbi+dcp, slow-firmware:frame_ms=N, "
-                             "stuck-firmware[:at=S], resolution-storm:every_ms=N,sizes=WxH+WxH; see docs/scenarios.md")
-    for name, help_text in (("play", "decode a simulated stream"), ("encode", "encode simulated frames"),
-                            ("transcode", "decode and encode at once")):
-        app = command(name, help_text)
-        app.add_argument("--size", type=_argument(params.size), default=(1920, 1080))
-        app.add_argument("--seconds", type=_argument(params.seconds), default=10.0)
+                             f"stuck-firmware[:at=S], resolution-storm:every_ms=N,sizes=WxH+WxH; see {faults_doc}")
+    apps = {
+        "play": ("decode a simulated stream",
+                 "Decodes a simulated stream through the decoder node, as a V4L2 player does, printing its\n"
+                 "progress and V4L2_CID_MEMORY_USAGE (in place on a terminal, a line a second otherwise).",
+                 ["vpu-sim play --mount /tmp/memtrackfs --seconds 5",
+                  "vpu-sim play --mount /tmp/memtrackfs --size 3840x2160 --export-to display-subsystem"]),
+        "encode": ("encode simulated frames", "Encodes NV12 frames to H.264 through the encoder node.",
+                   ["vpu-sim encode --mount /tmp/memtrackfs --size 1280x720 --seconds 5"]),
+        "transcode": ("decode and encode at once", "A decode and an encode of the same size at once (two instances).",
+                      ["vpu-sim transcode --mount /tmp/memtrackfs --seconds 5"]),
+    }
+    for name, (summary, description, examples) in apps.items():
+        app = command(name, summary, description, examples)
+        app.add_argument("--size", type=_argument(params.size), default=(1920, 1080), metavar="WxH",
+                         help="the stream's size (default: 1920x1080)")
+        app.add_argument("--seconds", type=_argument(params.seconds), default=10.0, metavar="S",
+                         help="how long to run (default: 10)")
         app.add_argument("--json", action="store_true", help="progress as JSON lines (what vpu-sim scenario reads)")
         if name != "encode":
-            app.add_argument("--codec", choices=sorted(CODECS), default="h264")
+            app.add_argument("--codec", choices=sorted(CODECS), default="h264", help="the stream's codec (default: h264)")
         if name == "play":
             app.add_argument("--export-to", metavar="DEVICE",
                              help=f"export decoded frames as dma-bufs attached to DEVICE (e.g. {amphion.DISPLAY_DEVICE})")
             app.add_argument("--keep-exports", type=_argument(params.seconds), metavar="SECONDS",
                              help="a bug on purpose: hand the exported dma-bufs to a helper (vpu-sim hold) that "
                                   "keeps them SECONDS after playback")
-    holder = command("hold", "keep dma-bufs referenced for a while (a leaky compositor)")
-    holder.add_argument("--seconds", type=_argument(params.seconds), required=True)
+    holder = command("hold", "keep dma-bufs referenced for a while (a leaky compositor)",
+                     "Takes a reference on each dma-buf (as receiving its fd does), prints one line, and keeps\n"
+                     "them for SECONDS, or until SIGTERM/SIGINT or the mount goes away.",
+                     ["vpu-sim hold --mount /tmp/memtrackfs --seconds 30 41 42"])
+    holder.add_argument("--seconds", type=_argument(params.seconds), required=True, metavar="S",
+                        help="how long to keep them")
     holder.add_argument("buffers", type=int, nargs="+", metavar="BUFFER", help="dma-buf inode numbers")
-    scenario = command("scenario", "run a scenario file: a driver with faults and a timeline of applications")
-    scenario.add_argument("file", metavar="FILE", help="a scenario (TOML, see docs/scenarios.md)")
+    scenario = command(
+        "scenario", "run a scenario: a driver with faults and a timeline of applications",
+        f"Loads its own driver (the scenario's board and faults), prints '{READY} ...' once its nodes\n"
+        f"are registered, plays the timeline with a live view, then prints a summary. SCENARIO is a\n"
+        f"built-in scenario's name (--list shows them) or a TOML file (format: {faults_doc}).\n"
+        "Exit status: 0 it ran, 1 it could not run, 2 a bad file, 130 interrupted (SIGINT).",
+        ["vpu-sim scenario --list", "vpu-sim scenario driver-leak --mount /tmp/memtrackfs",
+         "vpu-sim scenario ./my-scenario.toml --mount /tmp/memtrackfs"])
+    scenario.add_argument("file", metavar="SCENARIO", nargs="?", help="a built-in scenario's name, or a TOML file")
+    scenario.add_argument("--list", action="store_true", help="list the built-in scenarios and exit")
     return parser
 
 
@@ -97,7 +138,10 @@ def _run_daemon(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         faults = Faults.build(specs, origin=time.monotonic())
     except ValueError as exc:
         parser.error(str(exc))
-    return VpuDaemon(socket_path(args.mount), args.board, args.fps, args.allocator, faults).run()
+    daemon = VpuDaemon(socket_path(args.mount), args.board, args.fps, args.allocator, faults)
+    nodes = ", ".join(f"{kind.value} dev/{name}" for kind, name in NODE_NAMES.items())
+    print(f"{READY} {args.board}: {nodes} (pid {os.getpid()})", flush=True)
+    return daemon.run()
 
 
 def _progress(args: argparse.Namespace, kind: str) -> Progress:
@@ -133,6 +177,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == "hold":
             return hold(socket_path(args.mount), args.buffers, args.seconds)
         if args.command == "scenario":
+            if args.list:
+                print(listing(), end="")
+                return 0
+            if args.file is None:
+                parser.error("scenario: give a SCENARIO (a built-in name or a file), or --list")
             return run_scenario(args.file, args.mount)
         width, height = args.size
         if args.command == "play":

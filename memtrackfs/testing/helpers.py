@@ -13,10 +13,10 @@ import uuid
 from pathlib import Path
 from typing import Callable, Optional
 
+from memtrackfs import launch, paths
 from memtrackfs.client import MemtrackClient
 from memtrackfs.mounts import read_mounts, runtime_dir
-
-MEMTRACK_DIR = "sys/kernel/debug/v4l2-memtrack"
+from memtrackfs.tools.kmsg import read_kmsg_lines
 
 
 def memtrackfs(*args: str, env: Optional[dict[str, str]] = None, check: bool = True,
@@ -53,12 +53,11 @@ class Mount:
 
     def tree(self, root: str = "amphion-vpu") -> str:
         """The v4l2-memtrack file of a tracker root, as text."""
-        return self.read(f"{MEMTRACK_DIR}/{root}").decode()
+        return self.read(f"{paths.MEMTRACK_DIR}/{root}").decode()
 
     def kmsg(self) -> list[str]:
-        """dev/kmsg's records, read with cat (one record per read(), as the kernel's device does)."""
-        done = subprocess.run(["cat", str(self.path / "dev/kmsg")], capture_output=True, check=True)
-        return done.stdout.decode().splitlines()
+        """dev/kmsg's records as dmesg reads them: every one there is, without waiting for more."""
+        return read_kmsg_lines(str(self.path / paths.KMSG))
 
     def client(self, **kwargs: object) -> MemtrackClient:
         return MemtrackClient(str(self.socket), **kwargs)
@@ -79,25 +78,16 @@ def start_mount(base: Path, *options: str, env: Optional[dict[str, str]] = None)
     return mount
 
 
-def start_vpu_sim(mount: Mount, *args: str) -> subprocess.Popen:
-    """Start ``vpu-sim daemon`` on the mount; return once its decoder and encoder nodes exist."""
-    proc = subprocess.Popen([sys.executable, "-m", "vpu_sim", "daemon", "--mount", str(mount.path), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wait_for(lambda: (mount / "dev/video1").exists() or proc.poll() is not None, what="vpu_sim's nodes")
-    if proc.poll() is not None:
-        raise RuntimeError(f"vpu-sim daemon exited: {proc.stdout.read()}")
-    return proc
+def start_vpu_sim(mount: Mount, *args: str) -> launch.DriverProcess:
+    """Start ``vpu-sim daemon`` on the mount; return once it says its nodes are ready. Its output
+    goes to ``vpu-sim.log`` beside the mount point (``.output()``)."""
+    return launch.start_vpu_sim(["daemon", "--mount", str(mount.path), *args],
+                                str(mount.path.parent / "vpu-sim.log"))
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
     """SIGTERM, then SIGKILL if it does not go in time."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    launch.stop(proc, timeout=timeout)
     if proc.stdout is not None:
         proc.stdout.close()
 
