@@ -1,4 +1,5 @@
-"""The ``memtrackfs`` command: mount, umount, replay, run, snapshot, diff, record, plot."""
+"""memtrackfs: the Linux media memory-tracking files (v4l2-memtrack, rk_dmabuf, dma-buf) on FUSE,
+and the tools that read them (on a mount or on a real board)."""
 from __future__ import annotations
 
 import argparse
@@ -8,63 +9,119 @@ import sys
 from typing import Optional
 
 from memtrackfs import __version__
+from memtrackfs.helptext import HelpFormatter, subcommand
 from memtrackfs.mounts import default_socket_path
 from memtrackfs.sandbox.command import SETUP_FAILED, RunError
 from memtrackfs.tools.trace import TraceError
 
+DEMO = "/tmp/memtrackfs"
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="memtrackfs", description=__doc__)
+    parser = argparse.ArgumentParser(prog="memtrackfs", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"memtrackfs {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    mount = sub.add_parser("mount", help="mount the emulated kernel files and start the driver socket")
-    mount.add_argument("mountpoint")
+    mount = subcommand(
+        sub, "mount", "mount the emulated kernel files and start the driver socket",
+        "Mounts the emulated files at MNT (the real paths under it: MNT/proc/rk_dmabuf/size, ...) and\n"
+        "starts the driver socket; returns once the mount is usable, the daemon in the background.\n"
+        "A stale mount at MNT (its daemon died) is detached and mounted afresh.",
+        [f"memtrackfs mount {DEMO}", f"memtrackfs mount {DEMO} --heap system --heap cma=64M --driver-timeout 2"])
+    mount.add_argument("mountpoint", metavar="MNT")
     mount.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground")
-    mount.add_argument("--socket", help="driver socket path (default: /run/memtrackfs/<mountpoint>.sock)")
+    mount.add_argument("--socket", metavar="PATH",
+                       help="the driver socket (default: <runtime dir>/<MNT with / as ->.sock, "
+                            "/run/memtrackfs for root)")
     mount.add_argument("--allow-other", action="store_true", help="let other users see the mount")
-    mount.add_argument("--driver-timeout", type=float, default=5.0, metavar="SECONDS",
-                       help="how long a device-node call waits for its driver (default 5)")
+    mount.add_argument("--driver-timeout", type=float, default=5.0, metavar="S",
+                       help="how long a device-node call waits for its driver (default: 5)")
     _add_heap_option(mount)
     mount.add_argument("--proc-union", metavar="PATH",
                        help="list every real /proc entry in proc/ too, as a link to PATH/NAME "
                             "(how `memtrackfs run` serves /proc; PATH: where it binds the real procfs)")
 
-    umount = sub.add_parser("umount", help="unmount and wait for the daemon to exit")
-    umount.add_argument("mountpoint")
+    umount = subcommand(sub, "umount", "unmount and wait for the daemon to exit",
+                        examples=[f"memtrackfs umount {DEMO}"])
+    umount.add_argument("mountpoint", metavar="MNT")
 
-    replay = sub.add_parser("replay", help="apply a memtrack trace to a mount")
-    replay.add_argument("trace")
-    replay.add_argument("--mount", required=True, dest="mountpoint")
-    replay.add_argument("--socket", help="driver socket (default: found from the mount table)")
-
-    run = sub.add_parser("run", help="run a command in a private mount namespace where the emulation "
-                                     "is at the real paths (/proc, /sys/kernel/debug, /dev)",
-                         usage="memtrackfs run [--board BOARD] [--no-vpu] [--scenario FILE] [--heap NAME[=SIZE]] -- COMMAND...")
+    run = subcommand(
+        sub, "run", "run a command where the emulation is at the real paths (/proc, /sys/kernel/debug, /dev)",
+        "Runs COMMAND in a private mount namespace over a fresh mount, with the vpu-sim daemon (or a\n"
+        "scenario) serving /dev/video0 and /dev/video1; everything is torn down when COMMAND exits.\n"
+        "Exit status: COMMAND's (128+N if signal N killed it); 125 run itself failed (or COMMAND ended\n"
+        "before its --scenario did), 126 not executable, 127 not found.",
+        ["memtrackfs run -- cat /proc/rk_dmabuf/size",
+         "memtrackfs run -- vpu-sim play --seconds 5 --export-to display-subsystem",
+         "memtrackfs run --scenario driver-leak -- leakwatch.sh -d 8"],
+        usage="memtrackfs run [--board BOARD] [--no-vpu] [--scenario SCENARIO] [--heap NAME[=SIZE]] "
+              "-- COMMAND...")
     run.add_argument("--board", default="imx8qxp",
-                     help="the board the vpu_sim daemon emulates: imx8qxp (default) or imx8qm")
-    run.add_argument("--no-vpu", action="store_true", help="do not start the vpu_sim daemon")
-    run.add_argument("--scenario", metavar="FILE",
-                     help="play a scenario (vpu-sim scenario FILE: its own driver and applications) beside COMMAND")
+                     help="the board the vpu-sim daemon emulates: imx8qxp or imx8qm (default: imx8qxp)")
+    run.add_argument("--no-vpu", action="store_true", help="do not start the vpu-sim daemon")
+    run.add_argument("--scenario", metavar="SCENARIO",
+                     help="play a scenario beside COMMAND (a built-in name, see `vpu-sim scenario --list`, "
+                          "or a file): its own driver and applications")
     _add_heap_option(run)
     run.add_argument("program", nargs=argparse.REMAINDER, metavar="COMMAND",
                      help="the command and its arguments, after --")
 
-    where = {"default": "/", "help": "read the files under this mount point (default: the real paths)"}
-    snapshot = sub.add_parser("snapshot", help="what the v4l2-memtrack and rk_dmabuf files show now")
+    settle = subcommand(
+        sub, "settle", "wait until the releases of exited processes have been processed",
+        "The kernel sends a device file's release in the background after its process exits, and\n"
+        "the driver frees the instance only then; a connection's end frees what it held. settle\n"
+        "returns once all of that is done for every process that has exited (udevadm settle's idea).\n"
+        "Exit status: 0 settled, 1 still pending after the timeout (the message says what).",
+        [f"vpu-sim play --mount {DEMO} --seconds 1 && memtrackfs settle --mount {DEMO} && "
+         f"cat {DEMO}/sys/kernel/debug/v4l2-memtrack/amphion-vpu"])
+    _add_mount_option(settle)
+    settle.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                        help="give up after S seconds (default: 10)")
+
+    where = {"default": "/", "metavar": "MNT",
+             "help": "read the files under this mount point (default: /, the real paths: a board's too)"}
+    snapshot = subcommand(
+        sub, "snapshot", "what the v4l2-memtrack and rk_dmabuf files show now",
+        "Reads the v4l2-memtrack trees and the Rockchip dma-buf files, and prints per tracker its total\n"
+        "and nodes, the dma-bufs, and per process the tracked bytes and dma-buf KiB.",
+        [f"memtrackfs snapshot --mount {DEMO}", "memtrackfs snapshot --json > before.json   # on a board"])
     snapshot.add_argument("--mount", **where)
     snapshot.add_argument("--json", action="store_true", help="print JSON (for `memtrackfs diff`)")
-    diff = sub.add_parser("diff", help="which nodes, buffers and processes grew between two JSON snapshots")
+    diff = subcommand(
+        sub, "diff", "which nodes, buffers and processes grew between two JSON snapshots",
+        "Exit status: 0 nothing grew, 1 something grew (like diff(1)), 2 a bad file.",
+        ["memtrackfs diff before.json after.json"])
     diff.add_argument("before")
     diff.add_argument("after")
-    record = sub.add_parser("record", help="sample the totals over time into a JSON-lines file")
+    record = subcommand(
+        sub, "record", "sample the totals over time into a JSON-lines file",
+        "Samples every tracker's total, each instance's usage (with its process), and the dma-buf\n"
+        "size and peak, until the duration passes or Ctrl-C.",
+        [f"memtrackfs record --mount {DEMO} --interval 0.5 --duration 30 --out usage.jsonl"])
     record.add_argument("--mount", **where)
-    record.add_argument("--interval", type=float, default=1.0, metavar="SECONDS")
-    record.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)")
-    record.add_argument("--out", required=True, metavar="FILE")
-    plot = sub.add_parser("plot", help="draw a record as a PNG (needs matplotlib: memtrackfs[plot])")
-    plot.add_argument("record")
+    record.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between samples (default: 1)")
+    record.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: at Ctrl-C)")
+    record.add_argument("--out", required=True, metavar="FILE", help="the JSON-lines file to write")
+    plot = subcommand(sub, "plot", "draw a record as a PNG (needs matplotlib: memtrackfs[plot])",
+                      examples=["memtrackfs plot usage.jsonl -o usage.png"])
+    plot.add_argument("record", metavar="RECORD")
     plot.add_argument("-o", "--output", required=True, metavar="PNG")
+
+    replay = subcommand(
+        sub, "replay", "apply a memtrack trace to a mount",
+        "Applies a trace (docs/spec/trace-format.md) through the mount's socket; TRACE is a file or\n"
+        "the name of a trace shipped with memtrackfs (amphion-board).",
+        [f"memtrackfs replay amphion-board --mount {DEMO}"])
+    replay.add_argument("trace", metavar="TRACE")
+    replay.add_argument("--mount", required=True, dest="mountpoint", metavar="MNT")
+    replay.add_argument("--socket", metavar="PATH", help="the driver socket (default: found from the mount table)")
+
+    scripts = subcommand(
+        sub, "scripts", "where the leak scripts for a board are, or one of them on stdout",
+        "leakwatch.sh and rk-peak.sh are POSIX sh scripts that read the real paths: copy them to a\n"
+        "board (busybox sh runs them).",
+        ["memtrackfs scripts", "memtrackfs scripts leakwatch.sh > leakwatch.sh"])
+    scripts.add_argument("name", nargs="?", metavar="NAME", help="print this script (default: list them)")
     return parser
 
 
@@ -73,6 +130,12 @@ def _add_heap_option(parser: argparse.ArgumentParser) -> None:
                         help="a DMA-BUF heap, repeatable: 'system' or 'system-*' (page-scattered RAM, "
                              "default 4G) or a CMA heap with its size, e.g. 'cma=256M' "
                              "(default: --heap system --heap cma=256M)")
+
+
+def _add_mount_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mount", metavar="MNT",
+                        help="the memtrackfs mount (default: $MEMTRACKFS_SOCKET's, as inside `memtrackfs run`, "
+                             "else the one memtrackfs mount there is)")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -93,6 +156,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == "umount":
             from memtrackfs.daemon import umount
             return umount(args.mountpoint)
+        if args.command == "settle":
+            return _settle(args)
+        if args.command == "scripts":
+            return _scripts(args)
         if args.command in ("snapshot", "diff", "record", "plot"):
             return _observe(args)
         from memtrackfs.tools.replay import replay
@@ -104,10 +171,42 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"memtrackfs: {args.trace}: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"memtrackfs: error: {exc.strerror or exc}", file=sys.stderr)
+        print(f"memtrackfs: {args.command}: {_os_error(exc)}", file=sys.stderr)
         return SETUP_FAILED if args.command == "run" else 1
     except KeyboardInterrupt:
         return 130
+
+
+def _os_error(exc: OSError) -> str:
+    """The error as a sentence that names the file it is about, when there is one."""
+    text = exc.strerror or str(exc)
+    if exc.filename is not None:
+        return f"{exc.filename}: {text}"
+    return text
+
+
+def _settle(args: argparse.Namespace) -> int:
+    from memtrackfs.client import MemtrackClient
+    from memtrackfs.mounts import find_socket
+    if not 0 <= args.timeout <= 3600:
+        raise OSError(f"--timeout must be 0..3600 seconds, not {args.timeout:g}")
+    with MemtrackClient(find_socket(args.mount), client="memtrackfs settle") as client:
+        client.call("settle", timeout_ms=round(args.timeout * 1000), timeout=args.timeout + 30)
+    return 0
+
+
+def _scripts(args: argparse.Namespace) -> int:
+    from memtrackfs.bundled import leak_scripts
+    scripts = leak_scripts()
+    if args.name is None:
+        for name, path in scripts.items():
+            print(f"{name}  {path}")
+        return 0
+    path = scripts.get(args.name)
+    if path is None:
+        raise OSError(f"no script {args.name!r}; there are: {', '.join(scripts)}")
+    sys.stdout.write(path.read_text(encoding="utf-8"))
+    return 0
 
 
 def _observe(args: argparse.Namespace) -> int:

@@ -62,6 +62,13 @@ class Mount:
     def client(self, **kwargs: object) -> MemtrackClient:
         return MemtrackClient(str(self.socket), **kwargs)
 
+    def settle(self, timeout: float = 10.0) -> None:
+        """Return once every release from processes that have exited has been processed (their
+        device files' releases, by the driver too, and their socket connections' ends), as
+        ``memtrackfs settle`` does; MemtrackError (ETIMEDOUT) naming what is still pending."""
+        with self.client() as client:
+            client.call("settle", timeout_ms=round(timeout * 1000), timeout=timeout + 30)
+
     def umount(self) -> None:
         if any(m.mountpoint == str(self.path) for m in read_mounts()):
             memtrackfs("umount", str(self.path))
