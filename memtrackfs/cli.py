@@ -9,7 +9,7 @@ import sys
 from typing import Optional
 
 from memtrackfs import __version__
-from memtrackfs.helptext import HelpFormatter, subcommand
+from memtrackfs.clitext import HelpFormatter, error_text, subcommand
 from memtrackfs.mounts import default_socket_path
 from memtrackfs.sandbox.command import SETUP_FAILED, RunError
 from memtrackfs.tools.trace import TraceError
@@ -171,18 +171,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"memtrackfs: {args.trace}: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"memtrackfs: {args.command}: {_os_error(exc)}", file=sys.stderr)
+        print(f"memtrackfs: {args.command}: {error_text(exc)}", file=sys.stderr)
         return SETUP_FAILED if args.command == "run" else 1
     except KeyboardInterrupt:
         return 130
-
-
-def _os_error(exc: OSError) -> str:
-    """The error as a sentence that names the file it is about, when there is one."""
-    text = exc.strerror or str(exc)
-    if exc.filename is not None:
-        return f"{exc.filename}: {text}"
-    return text
 
 
 def _settle(args: argparse.Namespace) -> int:
@@ -211,6 +203,8 @@ def _scripts(args: argparse.Namespace) -> int:
 
 def _observe(args: argparse.Namespace) -> int:
     from memtrackfs.tools import record, snapshot
+    if args.command in ("snapshot", "record"):
+        snapshot.require_kernel_files(args.mount)
     try:
         if args.command == "snapshot":
             snap = snapshot.take_snapshot(args.mount)

@@ -187,7 +187,7 @@ def test_cma_first_fit_enomem_fragmentation_and_recovery() -> None:
     assert [b.segments[0].address for b in bufs] == [0x1000_0000 + i * 8 * 4096 for i in range(8)]
     message = expect_error(errno.ENOMEM, table.export, "cma", heap, 4096, None, APP)
     assert "0 pages free in 0 ranges" in message
-    assert log.records[-1].message == "cma_alloc: cma: alloc failed, req-size: 1 pages, ret: -12"
+    assert log.records[-1].message == "cma: cma_alloc: cma: alloc failed, req-size: 1 pages, ret: -12"
     for buf in bufs[1::2]:  # free every other one: 32 pages free, in 4 holes of 8
         table.put(buf.ino, APP)
     assert heap.free_ranges() == [(8, 8), (24, 8), (40, 8), (56, 8)]

@@ -23,11 +23,18 @@ def run(*command: str, cwd: Path, env: dict[str, str] | None = None, timeout: fl
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dist = tmp_path_factory.mktemp("dist")
-    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check", "-w", str(dist),
-        str(ROOT), cwd=dist)
-    (built,) = dist.glob("memtrackfs-*.whl")
+def sdist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dist = tmp_path_factory.mktemp("sdist")
+    code = f"from setuptools import build_meta; print(build_meta.build_sdist({str(dist)!r}))"
+    return dist / run(sys.executable, "-c", code, cwd=ROOT).split()[-1]
+
+
+@pytest.fixture(scope="module")
+def wheel(sdist: Path) -> Path:
+    """Built from the sdist, as `python -m build` does (and so nothing is built inside the clone)."""
+    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check", "-w",
+        str(sdist.parent), str(sdist), cwd=sdist.parent)
+    (built,) = sdist.parent.glob("memtrackfs-*.whl")
     return built
 
 
@@ -69,11 +76,9 @@ def test_a_wheel_in_a_fresh_venv_has_working_commands_scenarios_and_scripts(whee
     assert not [m for m in read_mounts() if m.mountpoint == str(mnt)]
 
 
-def test_the_sdist_holds_the_license_docs_scenarios_scripts_and_tests(tmp_path: Path) -> None:
-    code = f"from setuptools import build_meta; print(build_meta.build_sdist({str(tmp_path)!r}))"
-    name = run(sys.executable, "-c", code, cwd=ROOT).split()[-1]
-    with tarfile.open(tmp_path / name) as sdist:
-        members = {member.name.split("/", 1)[1] for member in sdist.getmembers() if "/" in member.name}
+def test_the_sdist_holds_the_license_docs_scenarios_scripts_and_tests(sdist: Path) -> None:
+    with tarfile.open(sdist) as archive:
+        members = {member.name.split("/", 1)[1] for member in archive.getmembers() if "/" in member.name}
     expected = {"LICENSE", "README.md", "docs/scenarios.md", "docs/spec/trace-format.md", "scripts/install.sh",
                 "memtrackfs/data/scripts/leakwatch.sh", "memtrackfs/data/scripts/rk-peak.sh",
                 "memtrackfs/data/traces/amphion-board.trace", "examples/test_player_example.py",

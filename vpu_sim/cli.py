@@ -14,7 +14,7 @@ import time
 from typing import Callable, Optional, Sequence, TypeVar
 
 from memtrackfs import __version__, bundled
-from memtrackfs.helptext import HelpFormatter, subcommand
+from memtrackfs.clitext import HelpFormatter, error_text, subcommand
 from memtrackfs.launch import READY
 from vpu_sim import params
 from vpu_sim.apps.hold import hold
@@ -129,7 +129,7 @@ def _error(command: str, exc: OSError) -> str:
     if exc.errno is None:
         return f"vpu-sim: {command}: {exc}"
     hint = HINTS.get(exc.errno)
-    return f"vpu-sim: {command}: {exc.strerror}" + (f" ({hint})" if hint else "")
+    return f"vpu-sim: {command}: {error_text(exc)}" + (f" ({hint})" if hint else "")
 
 
 def _run_daemon(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

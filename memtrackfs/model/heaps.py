@@ -166,8 +166,8 @@ class CmaHeap(Heap):
         count = size // PAGE_SIZE
         start = self.bitmap.find(bytes(count))  # first fit: the lowest run of `count` free pages
         if start < 0:
-            # mm/cma.c reports every failed cma_alloc() in the kernel log.
-            self._log.emit(_KERN_ERR, f"cma_alloc: {self.name}: alloc failed, req-size: {count} pages, ret: -12")
+            # mm/cma.c reports every failed cma_alloc() in the kernel log (its pr_fmt adds "cma: ").
+            self._log.emit(_KERN_ERR, f"cma: cma_alloc: {self.name}: alloc failed, req-size: {count} pages, ret: -12")
             free_ranges = self.free_ranges()
             largest = max((length for _, length in free_ranges), default=0)
             raise KernelError(errno.ENOMEM, f"heap {self.name}: no free contiguous range of {count} pages "

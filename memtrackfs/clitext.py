@@ -1,5 +1,5 @@
-"""How the commands' ``--help`` looks: each subcommand with a description, its options with
-their defaults, and examples to copy (shared by ``memtrackfs`` and ``vpu-sim``)."""
+"""How the commands speak (``memtrackfs`` and ``vpu-sim``): ``--help`` with a description of each
+subcommand, its options with their defaults and examples to copy; errors that name their file."""
 from __future__ import annotations
 
 import argparse
@@ -19,3 +19,9 @@ def subcommand(subparsers: Any, name: str, summary: str, description: str = "",
     epilog = ("examples:\n" + "".join(f"  {example}\n" for example in examples)) if examples else None
     return subparsers.add_parser(name, help=summary, description=description or summary[:1].upper() + summary[1:],
                                  epilog=epilog, formatter_class=HelpFormatter, **kwargs)
+
+
+def error_text(exc: OSError) -> str:
+    """An OSError as a sentence that names the file it is about, when it has one."""
+    text = exc.strerror or str(exc)
+    return f"{exc.filename}: {text}" if exc.filename is not None else text
