@@ -102,6 +102,18 @@ def _parser() -> argparse.ArgumentParser:
     record.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between samples (default: 1)")
     record.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: at Ctrl-C)")
     record.add_argument("--out", required=True, metavar="FILE", help="the JSON-lines file to write")
+    metrics = subcommand(
+        sub, "metrics", "every figure of the files in the Prometheus text format, or served over HTTP",
+        "Tracker totals, each instance's usage (device, process, pid), what instances of exited processes\n"
+        "still hold, Rockchip's dma-buf size and peak, dma-bufs per exporter, the CMA heap's used, free\n"
+        "and largest free range: for node_exporter's textfile collector, or scraped with --listen\n"
+        "(PORT 0: any free port, printed).",
+        [f"memtrackfs metrics --mount {DEMO}",
+         "memtrackfs metrics -o /var/lib/node_exporter/textfile_collector/media.prom   # on a board",
+         "memtrackfs metrics --listen 0.0.0.0:9842"])
+    metrics.add_argument("--mount", **where)
+    metrics.add_argument("-o", "--output", metavar="FILE", help="write FILE atomically instead of printing")
+    metrics.add_argument("--listen", metavar="ADDR:PORT", help="serve http://ADDR:PORT/metrics until Ctrl-C")
     plot = subcommand(sub, "plot", "draw a record as a PNG (needs matplotlib: memtrackfs[plot])",
                       examples=["memtrackfs plot usage.jsonl -o usage.png"])
     plot.add_argument("record", metavar="RECORD")
@@ -160,6 +172,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             return _settle(args)
         if args.command == "scripts":
             return _scripts(args)
+        if args.command == "metrics":
+            try:
+                return _metrics(parser, args)
+            except ValueError as exc:  # a file that is not what it should be
+                print(f"memtrackfs: metrics: {exc}", file=sys.stderr)
+                return 2
         if args.command in ("snapshot", "diff", "record", "plot"):
             return _observe(args)
         from memtrackfs.tools.replay import replay
@@ -184,6 +202,36 @@ def _settle(args: argparse.Namespace) -> int:
         raise OSError(f"--timeout must be 0..3600 seconds, not {args.timeout:g}")
     with MemtrackClient(find_socket(args.mount), client="memtrackfs settle") as client:
         client.call("settle", timeout_ms=round(args.timeout * 1000), timeout=args.timeout + 30)
+    return 0
+
+
+def _metrics(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from memtrackfs.tools import metrics
+    from memtrackfs.tools.snapshot import require_kernel_files
+    require_kernel_files(args.mount)
+    if args.listen is None:
+        data = metrics.exposition(args.mount)
+        if args.output is None:
+            sys.stdout.buffer.write(data)
+        else:
+            metrics.write_atomically(args.output, data)
+        return 0
+    address, _, port = args.listen.rpartition(":")
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        parser.error(f"metrics: --listen takes ADDR:PORT (e.g. 127.0.0.1:9842), not {args.listen!r}")
+    import signal
+    import threading
+    from prometheus_client import start_http_server
+    server, _thread = start_http_server(int(port), address.strip("[]") or "0.0.0.0", metrics.registry_for(args.mount))
+    host, bound = server.server_address[:2]  # port 0: the one the kernel chose
+    print(f"memtrackfs: metrics of {os.path.abspath(args.mount)} on http://{address or host}:{bound}/metrics",
+          flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    finally:
+        server.shutdown()
     return 0
 
 
