@@ -250,7 +250,7 @@ def _scripts(args: argparse.Namespace) -> int:
 
 
 def _observe(args: argparse.Namespace) -> int:
-    from memtrackfs.tools import record, snapshot
+    from memtrackfs.tools import plot, record, snapshot
     if args.command in ("snapshot", "record"):
         snapshot.require_kernel_files(args.mount)
     try:
@@ -267,7 +267,7 @@ def _observe(args: argparse.Namespace) -> int:
                 taken = record.record(args.mount, args.interval, out, args.duration)
             print(f"memtrackfs: {taken} samples in {args.out}")
             return 0
-        record.plot(args.record, args.output)
+        plot.plot(args.record, args.output)
         print(f"memtrackfs: wrote {args.output}")
         return 0
     except ValueError as exc:  # a file that is not what it should be
