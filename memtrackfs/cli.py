@@ -128,6 +128,25 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--mount", required=True, dest="mountpoint", metavar="MNT")
     replay.add_argument("--socket", metavar="PATH", help="the driver socket (default: found from the mount table)")
 
+    capture = subcommand(
+        sub, "capture", "a board's kernel files, as they read now, into one JSON file",
+        "Reads the v4l2-memtrack trees, the dma-buf views (bufinfo, rk_dmabuf dev/sgt/size/peak, sysfs\n"
+        "stats), the CMA heap's alloc_bitmap, dynamic debug and the kernel log, and keeps their text:\n"
+        "a field report's evidence, and what `memtrackfs load` recreates in a mount.",
+        ["memtrackfs capture -o board.json   # on the board, as root (debugfs)",
+         f"memtrackfs capture --mount {DEMO} -o board.json"])
+    capture.add_argument("--mount", **where)
+    capture.add_argument("-o", "--output", required=True, metavar="FILE", help="the capture to write")
+    load = subcommand(
+        sub, "load", "recreate a captured board's state in a mount",
+        "Checks the capture, then a process of its own recreates the trees, the dma-bufs (attachments,\n"
+        "references, inode numbers), the peak and the CMA heap's usage through the mount's socket, and\n"
+        "holds them (as the board's processes held their dma-bufs) until SIGTERM or the unmount.\n"
+        "What cannot be recreated is in the README (Capture and load).",
+        [f"memtrackfs mount {DEMO} --heap system --heap cma=256M && memtrackfs load board.json --mount {DEMO}"])
+    load.add_argument("capture", metavar="CAPTURE")
+    load.add_argument("--mount", required=True, metavar="MNT", help="the memtrackfs mount to load into")
+    load.add_argument("--foreground", action="store_true", help="hold the state in this process, until Ctrl-C")
     scripts = subcommand(
         sub, "scripts", "where the leak scripts for a board are, or one of them on stdout",
         "leakwatch.sh and rk-peak.sh are POSIX sh scripts that read the real paths: copy them to a\n"
@@ -178,7 +197,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             except ValueError as exc:  # a file that is not what it should be
                 print(f"memtrackfs: metrics: {exc}", file=sys.stderr)
                 return 2
-        if args.command in ("snapshot", "diff", "record", "plot"):
+        if args.command in ("snapshot", "diff", "record", "plot", "capture", "load"):
             return _observe(args)
         from memtrackfs.tools.replay import replay
         return replay(args.trace, args.mountpoint, args.socket)
@@ -251,7 +270,7 @@ def _scripts(args: argparse.Namespace) -> int:
 
 def _observe(args: argparse.Namespace) -> int:
     from memtrackfs.tools import plot, record, snapshot
-    if args.command in ("snapshot", "record"):
+    if args.command in ("snapshot", "record", "capture"):
         snapshot.require_kernel_files(args.mount)
     try:
         if args.command == "snapshot":
@@ -267,6 +286,17 @@ def _observe(args: argparse.Namespace) -> int:
                 taken = record.record(args.mount, args.interval, out, args.duration)
             print(f"memtrackfs: {taken} samples in {args.out}")
             return 0
+        if args.command == "capture":
+            from memtrackfs.tools.capture import capture, dumps
+            data = capture(args.mount)
+            with open(args.output, "w", encoding="utf-8") as out:
+                out.write(dumps(data))
+            print(f"memtrackfs: captured {len(data['files'])} files of {data['root']} into {args.output}"
+                  + (f"; unreadable: {', '.join(data['unreadable'])}" if data["unreadable"] else ""))
+            return 0
+        if args.command == "load":
+            from memtrackfs.tools.load import load
+            return load(args.capture, args.mount, args.foreground)
         plot.plot(args.record, args.output)
         print(f"memtrackfs: wrote {args.output}")
         return 0

@@ -66,14 +66,21 @@ def _exported(buf: DmaBuf) -> Reply:
     return {"buffer": buf.ino, "size": buf.size, "name": buf.name}
 
 
+def _optional(request: dict[str, Any], key: str) -> Optional[int]:
+    """``ino`` (the inode number to give the buffer) or ``address`` (where its memory lies in a
+    CMA heap): how ``memtrackfs load`` recreates a captured board; null or absent: the kernel's choice."""
+    return fields.integer(request, key, 1, 2**64 - 1) if request.get(key) is not None else None
+
+
 def op_heap_alloc(session: "Session", request: dict[str, Any]) -> Reply:
     """DMA_HEAP_IOCTL_ALLOC: a buffer from a heap, exported with the heap's name as exporter."""
     heap_name = fields.name(request, "heap")
     nbytes = fields.integer(request, "bytes", 1, MAX_BUFFER_BYTES)
     name = _buffer_name(session, request)
+    ino, address = _optional(request, "ino"), _optional(request, "address")
     with session.kernel.transaction() as k:
         heap = _heap(k, heap_name)
-        return _exported(k.dmabufs.export(heap.name, heap, nbytes, name, session))
+        return _exported(k.dmabufs.export(heap.name, heap, nbytes, name, session, ino, address))
 
 
 def op_export(session: "Session", request: dict[str, Any]) -> Reply:
@@ -83,12 +90,13 @@ def op_export(session: "Session", request: dict[str, Any]) -> Reply:
     heap_name = fields.optional_name(request, "heap")
     nbytes = fields.integer(request, "bytes", 1, MAX_BUFFER_BYTES)
     name = _buffer_name(session, request)
+    ino, address = _optional(request, "ino"), _optional(request, "address")
     with session.kernel.transaction() as k:
         if heap_name is not None:
             heap = _heap(k, heap_name)
         else:
             heap = first_cma_heap(k.heaps) or next(iter(k.heaps.values()))
-        return _exported(k.dmabufs.export(exporter, heap, nbytes, name, session))
+        return _exported(k.dmabufs.export(exporter, heap, nbytes, name, session, ino, address))
 
 
 def _buffer_id(request: dict[str, Any]) -> int:
@@ -181,9 +189,10 @@ def op_dma_alloc(session: "Session", request: dict[str, Any]) -> Reply:
     """
     heap_name = fields.optional_name(request, "heap")
     nbytes = fields.integer(request, "bytes", 1, MAX_BUFFER_BYTES)
+    address = _optional(request, "address")
     with session.kernel.transaction() as k:
         heap = _heap(k, heap_name) if heap_name is not None else (first_cma_heap(k.heaps) or next(iter(k.heaps.values())))
-        allocation = heap.allocate(nbytes)
+        allocation = heap.allocate(nbytes, address)
         allocation_id = next(_allocation_ids)
         session.allocations[allocation_id] = allocation
         return {"allocation": allocation_id, "heap": heap.name}
