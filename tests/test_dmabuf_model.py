@@ -228,3 +228,21 @@ def test_heap_options() -> None:
 ])
 def test_bad_heap_options(options: list[str], words: str) -> None:
     assert words in expect_error(errno.EINVAL, parse_heap_options, options)
+
+
+def test_an_export_may_ask_for_its_inode_and_place_but_never_a_taken_one() -> None:
+    """How `memtrackfs load` recreates a captured board: inodes only count up, pages only once."""
+    table, cma, system = DmaBufTable(), new_cma(), SystemHeap("system", 16 * MiB)
+    assert table.export("vb2", cma, 4096, None, APP, ino=5).ino == 5  # nothing handed out yet: any
+    assert table.export("vb2", cma, 4096, None, APP).ino == BOOT_EXPORTS + 1  # the counter goes on from its own
+    assert "below 42" in expect_error(errno.EINVAL, table.export, "vb2", cma, 4096, None, APP, 41)
+    placed = table.export("vb2", cma, 8192, None, APP, 100, 0x1000_0000 + 10 * 4096)
+    assert placed.ino == 100 and placed.segments[0].address == 0x1000_0000 + 10 * 4096
+    before = snapshot(table)
+    assert "are taken" in expect_error(errno.EBUSY, table.export, "vb2", cma, 4096, None, APP, 200,
+                                       0x1000_0000 + 11 * 4096)
+    assert "is not a page of heap cma" in expect_error(errno.EINVAL, table.export, "vb2", cma, 4096, None, APP, 200,
+                                                       0x1000_0000 + 100)
+    assert "scatters its pages" in expect_error(errno.EINVAL, table.export, "s", system, 4096, None, APP, 200,
+                                                0x1_0000_0000)
+    assert snapshot(table) == before  # refused: nothing changed
