@@ -9,15 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.drivers import driver_program
 
 from memtrackfs.client import MemtrackError
 from memtrackfs.testing.helpers import Mount, memtrackfs, start_mount
 
 # A driver whose release takes RELEASE_DELAY: open is answered at once, release after the delay.
 RELEASE_DELAY = 0.6
-SLOW_DRIVER = r"""
-import sys, threading, time
-from memtrackfs.client import MemtrackClient
+SLOW_DRIVER = driver_program(r"""
 def handle(ev):
     if ev["event"] == "release":
         time.sleep(float(sys.argv[2]))
@@ -25,14 +24,7 @@ def handle(ev):
         if sys.argv[3] == "never":
             return
     client.call("complete", call=ev["call"], result=0)
-def on_event(ev):
-    if "call" in ev:
-        threading.Thread(target=handle, args=(ev,)).start()
-client = MemtrackClient(sys.argv[1], client="slowdrv", on_event=on_event)
-client.call("register_device", name="video9")
-print("ready", flush=True)
-time.sleep(120)
-"""
+""", "slowdrv", "video9")
 
 
 def start_slow_driver(mount: Mount, delay: float, answer: str = "answer") -> subprocess.Popen:
