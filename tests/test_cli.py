@@ -57,7 +57,8 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
     done = memtrackfs("replay", str(tmp_path / "t.trace"), "--mount", str(tmp_path), check=False)
     assert done.stderr.decode() == f"memtrackfs: replay: {tmp_path / 't.trace'}: No such file or directory\n"
     done = vpu_sim("scenario", str(tmp_path / "s.toml"))
-    assert (done.returncode, done.stderr) == (2, f"vpu-sim: scenario: {tmp_path / 's.toml'}: No such file or directory\n")
+    assert (done.returncode, done.stderr) == (
+        2, f"vpu-sim: scenario: {tmp_path / 's.toml'}: No such file or directory\n")
 
 
 def test_snapshot_and_record_where_there_are_no_files_say_so(tmp_path: Path) -> None:

@@ -157,7 +157,8 @@ def test_a_scenario_plays_beside_the_command_and_leakwatch_catches_its_leak() ->
 def test_a_command_that_ends_before_its_scenario_is_reported() -> None:
     done = run_command("--scenario", "clean", "--", "true")  # a built-in scenario, by name
     assert done.returncode == 125, done.stderr  # `true` succeeded, but the scenario did not play out
-    assert re.search(r"^scenario clean: INTERRUPTED at \d+\.\d s of about 4\.3 s \(SIGINT\)", done.stderr, re.M), done.stderr
+    interrupted = r"^scenario clean: INTERRUPTED at \d+\.\d s of about 4\.3 s \(SIGINT\)"
+    assert re.search(interrupted, done.stderr, re.M), done.stderr
     assert done.stderr.rstrip().endswith("memtrackfs: run: COMMAND ended while the scenario was still playing: the "
                                          "scenario was stopped and its summary above covers only what had run; keep "
                                          "COMMAND running at least as long as the scenario (e.g. leakwatch.sh -d "

@@ -98,10 +98,12 @@ def _parser() -> argparse.ArgumentParser:
                          help="how long to run (default: 10)")
         app.add_argument("--json", action="store_true", help="progress as JSON lines (what vpu-sim scenario reads)")
         if name != "encode":
-            app.add_argument("--codec", choices=sorted(CODECS), default="h264", help="the stream's codec (default: h264)")
+            app.add_argument("--codec", choices=sorted(CODECS), default="h264",
+                             help="the stream's codec (default: h264)")
         if name == "play":
             app.add_argument("--export-to", metavar="DEVICE",
-                             help=f"export decoded frames as dma-bufs attached to DEVICE (e.g. {amphion.DISPLAY_DEVICE})")
+                             help="export decoded frames as dma-bufs attached to DEVICE "
+                                  f"(e.g. {amphion.DISPLAY_DEVICE})")
             app.add_argument("--keep-exports", type=_argument(params.seconds), metavar="SECONDS",
                              help="a bug on purpose: hand the exported dma-bufs to a helper (vpu-sim hold) that "
                                   "keeps them SECONDS after playback")

@@ -187,7 +187,8 @@ class CmaHeap(Heap):
     def _pages_at(self, address: int, count: int) -> int:
         start, offset = divmod(address - self.base, PAGE_SIZE)
         if offset or start < 0 or start + count > self.pages:
-            raise KernelError(errno.EINVAL, f"{address:#x} is not a page of heap {self.name} with {count} pages after it")
+            raise KernelError(errno.EINVAL,
+                              f"{address:#x} is not a page of heap {self.name} with {count} pages after it")
         if any(self.bitmap[start:start + count]):
             raise KernelError(errno.EBUSY, f"heap {self.name}: pages from {address:#x} are taken")
         return start

@@ -75,7 +75,8 @@ def run(command: Sequence[str], board: str, vpu: bool, heap_options: Sequence[st
         player = None
         if scenario is not None:
             # A file is named from here; a built-in scenario's name goes as it is.
-            player = _start_vpu(workdir, "scenario", os.path.abspath(scenario) if os.path.exists(scenario) else scenario)
+            argument = os.path.abspath(scenario) if os.path.exists(scenario) else scenario
+            player = _start_vpu(workdir, "scenario", argument)
             cleanup.callback(_print_log, workdir.vpu_log)
             cleanup.callback(launch.stop, player, signal.SIGINT)  # SIGINT: it stops its apps and driver, then sums up
         elif vpu:

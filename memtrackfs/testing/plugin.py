@@ -55,7 +55,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "vpu_board(board, fps, allocator, fault): options of the vpu_board fixture's daemon")
+    config.addinivalue_line("markers",
+                            "vpu_board(board, fps, allocator, fault): options of the vpu_board fixture's daemon")
 
 
 @dataclass(frozen=True)

@@ -190,7 +190,8 @@ def _start_capture(dev: V4l2Device, export: Optional[DisplayExport]) -> uapi.v4l
 def play(dev_dir: str, codec: str, width: int, height: int, seconds: float, progress: Progress,
          export: Optional[DisplayExport] = None) -> int:
     """Decode for ``seconds``; return the frames decoded."""
-    with V4l2Device(find_node(dev_dir, DECODER_CARD)) as dev, CmaStallWatch(dev, os.path.join(dev_dir, "kmsg")) as watch:
+    with V4l2Device(find_node(dev_dir, DECODER_CARD)) as dev, \
+            CmaStallWatch(dev, os.path.join(dev_dir, "kmsg")) as watch:
         dev.set_format(OUTPUT, fourcc(codec), width, height)
         outputs = dev.request_buffers(OUTPUT, 8)
         # A compressed frame: a fraction of its buffer, as a real bitstream's would be.
