@@ -21,7 +21,7 @@ from typing import Callable, Optional, Sequence
 from memtrackfs.errors import KernelError
 from memtrackfs.model.boards import DEFAULT_BOARD
 from memtrackfs.model.heaps import HeapSpec
-from memtrackfs.mounts import SOURCE_PREFIX, find_mount, is_memtrackfs, is_stale
+from memtrackfs.mounts import SOURCE_PREFIX, find_mount, is_memtrackfs, is_stale, log_path_for_socket
 
 log = logging.getLogger("memtrackfs")
 
@@ -114,7 +114,7 @@ def mount(mountpoint: str, options: MountOptions, foreground: bool) -> int:
 
 
 def _mount_in_background(mountpoint: str, options: MountOptions) -> int:
-    log_path = os.path.splitext(options.socket_path)[0] + ".log"
+    log_path = log_path_for_socket(options.socket_path)
     read_end, write_end = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the daemon
@@ -137,8 +137,18 @@ def _mount_in_background(mountpoint: str, options: MountOptions) -> int:
         print(f"memtrackfs: mounted at {mountpoint}; driver socket {options.socket_path}; daemon pid {status[3:]}")
         return 0
     detail = status[6:] if status.startswith("error ") else "the daemon exited before the mount was ready"
-    print(f"memtrackfs: mount failed: {detail} (daemon log: {log_path})", file=sys.stderr)
+    # libfuse says why on the daemon's stderr (its log): bring that to the terminal.
+    print(f"memtrackfs: mount failed: {_log_tail(log_path) or detail} (daemon log: {log_path})", file=sys.stderr)
     return 1
+
+
+def _log_tail(path: str, lines: int = 5) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return ""
+    return "; ".join(line.strip() for line in text.strip().splitlines()[-lines:] if line.strip())
 
 
 def _detach_stdio(log_path: str) -> None:

@@ -20,10 +20,12 @@ from memtrackfs.delayed_work import DelayedWork
 from memtrackfs.model.boards import Board, board
 from memtrackfs.model.devices import DeviceTable
 from memtrackfs.model.dmabuf import DmaBufTable
+from memtrackfs.model.files import OpenFile, OpenFileTable
 from memtrackfs.model.heaps import HeapSpec, build_heaps
 from memtrackfs.model.kmsg import LEVEL_WARNING, KernelLog
 from memtrackfs.model.mpp import MppService
 from memtrackfs.model.tracker import Node, NotifyCallback, Tracker, debug_sites
+from memtrackfs.processes import ProcessId, is_running
 
 
 class Kernel:
@@ -41,6 +43,8 @@ class Kernel:
         self.mpp = MppService(board.mpp, self.dmabufs) if board.mpp is not None else None
         self.devices = DeviceTable()
         self.driver_timeout = driver_timeout  # how long a device-node call waits for its driver
+        self.files = OpenFileTable()  # device-node files and socket connections, for settle
+        self._file_closed = threading.Condition(self.lock)
         self._delayed = DelayedWork(self._fire_delayed)
         # Told, after the lock is released, that the kernel log has new records (dev/kmsg pollers).
         self.log_listeners: list[Callable[[], None]] = []
@@ -90,6 +94,32 @@ class Kernel:
         except Exception as exc:  # a broken watcher must not break the writer that notified it
             with self.transaction():
                 self.log.emit(LEVEL_WARNING, f"memtrackfs: notify callback failed: {exc!r}")
+
+    # -- settling: the releases of exited processes ----------------------------------------------
+
+    def close_file(self, key: int) -> None:
+        """An open file's release is done (its effects applied): wake whoever waits in ``settle``."""
+        with self.lock:
+            self.files.close(key)
+            self._file_closed.notify_all()
+
+    def settle(self, timeout: float) -> list[OpenFile]:
+        """Wait until no open file is held only by processes that have exited, that is until every
+        release they caused has been processed; return what is still pending after ``timeout``.
+
+        Whether a holder runs is read from /proc outside the lock; a close wakes the wait."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                entries, closes = self.files.entries(), self.files.closes
+            running: dict[ProcessId, bool] = {}
+            pending = [entry for entry in entries
+                       if not any(running.setdefault(h, is_running(h)) for h in entry.holders if h is not None)]
+            remaining = deadline - time.monotonic()
+            if not pending or remaining <= 0:
+                return pending
+            with self.lock:
+                self._file_closed.wait_for(lambda: self.files.closes != closes, remaining)
 
     def shutdown(self) -> None:
         self._delayed.stop()

@@ -82,6 +82,30 @@ def default_socket_path(mountpoint: str) -> str:
     return sock
 
 
+def log_path_for_socket(socket_path: str) -> str:
+    """Where a daemon serving ``socket_path`` writes its stderr: beside it, ``.sock`` -> ``.log``."""
+    return os.path.splitext(socket_path)[0] + ".log"
+
+
+def memtrackfs_mounts() -> list[MountEntry]:
+    return [entry for entry in read_mounts() if is_memtrackfs(entry)]
+
+
+def find_socket(mountpoint: Optional[str] = None) -> str:
+    """The driver socket of the mount at ``mountpoint``; without one, ``$MEMTRACKFS_SOCKET`` (set
+    inside ``memtrackfs run``), else the socket of the one memtrackfs mount there is."""
+    if mountpoint is not None:
+        return socket_for_mount(mountpoint)
+    explicit = os.environ.get("MEMTRACKFS_SOCKET")
+    if explicit:
+        return explicit
+    mounts = memtrackfs_mounts()
+    if len(mounts) != 1:
+        found = ", ".join(entry.mountpoint for entry in mounts) or "none"
+        raise OSError(errno.ENOENT, f"give --mount MNT: {len(mounts)} memtrackfs mounts here ({found})")
+    return mounts[0].source[len(SOURCE_PREFIX):]
+
+
 def socket_for_mount(mountpoint: str) -> str:
     """The driver socket of the memtrackfs mounted at ``mountpoint``; OSError if there is none."""
     entry = find_mount(mountpoint)

@@ -14,6 +14,9 @@ from memtrackfs.testing.helpers import Mount
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak-seconds", type=float, default=float(os.environ.get("MEMTRACKFS_SOAK_SECONDS", "10")),
                      help="how long tests/test_soak.py runs its load (default $MEMTRACKFS_SOAK_SECONDS or 10; the issue's long run: 60)")
+    parser.addoption("--settle-runs", type=int, default=int(os.environ.get("MEMTRACKFS_SETTLE_RUNS", "20")),
+                     help="how many times tests/test_settle.py runs the player and checks the tree after settle "
+                          "(default $MEMTRACKFS_SETTLE_RUNS or 20; the long check: 1000)")
 
 
 @pytest.fixture

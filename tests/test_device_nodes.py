@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.drivers import driver_program
 
 from memtrackfs.testing.helpers import Mount, memtrackfs
 
@@ -19,10 +20,7 @@ from memtrackfs.testing.helpers import Mount, memtrackfs
 # v4l2_ext_controls), writes them back reversed there, and returns the argument with its second
 # half replaced by its caller's tgid; cmd 0x40045602 answers EBUSY; anything else is ENOTTY;
 # cmd 0x40045603 never answers.
-DRIVER = r"""
-import base64, struct, sys, threading, time
-from memtrackfs.client import MemtrackClient
-client = None
+DRIVER = driver_program(r"""
 def handle(ev):
     answer = {"call": ev["call"]}
     if ev["event"] == "ioctl":
@@ -38,14 +36,7 @@ def handle(ev):
             answer["result"] = "EBUSY" if cmd == 0x40045602 else "ENOTTY"
     print(ev["event"], ev.get("tgid"), ev.get("pid"), flush=True)
     client.call("complete", **answer)
-def on_event(ev):
-    if "call" in ev:
-        threading.Thread(target=handle, args=(ev,)).start()
-client = MemtrackClient(sys.argv[1], client="testdrv", on_event=on_event)
-client.call("register_device", name="video7")
-print("ready", flush=True)
-time.sleep(120)
-"""
+""", "testdrv", "video7")
 
 # A client process using the node like a V4L2 application would.
 APP = r"""

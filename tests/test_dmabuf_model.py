@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import errno
+from typing import Optional
 
 import pytest
 
 from memtrackfs.errors import KernelError
-from memtrackfs.model.dmabuf import BOOT_EXPORTS, DmaBufTable, rockchip_default_name
+from memtrackfs.model.dmabuf import BOOT_EXPORTS, DmaBuf, DmaBufTable, rockchip_default_name
 from memtrackfs.model.heaps import (
     DEFAULT_HEAPS,
     MAX_BUFFER_BYTES,
     CmaHeap,
+    Heap,
     HeapSpec,
     SystemHeap,
     build_heaps,
@@ -187,7 +189,7 @@ def test_cma_first_fit_enomem_fragmentation_and_recovery() -> None:
     assert [b.segments[0].address for b in bufs] == [0x1000_0000 + i * 8 * 4096 for i in range(8)]
     message = expect_error(errno.ENOMEM, table.export, "cma", heap, 4096, None, APP)
     assert "0 pages free in 0 ranges" in message
-    assert log.records[-1].message == "cma_alloc: cma: alloc failed, req-size: 1 pages, ret: -12"
+    assert log.records[-1].message == "cma: cma_alloc: cma: alloc failed, req-size: 1 pages, ret: -12"
     for buf in bufs[1::2]:  # free every other one: 32 pages free, in 4 holes of 8
         table.put(buf.ino, APP)
     assert heap.free_ranges() == [(8, 8), (24, 8), (40, 8), (56, 8)]
@@ -228,3 +230,21 @@ def test_heap_options() -> None:
 ])
 def test_bad_heap_options(options: list[str], words: str) -> None:
     assert words in expect_error(errno.EINVAL, parse_heap_options, options)
+
+
+def test_an_export_may_ask_for_its_inode_and_place_but_never_a_taken_one() -> None:
+    """How `memtrackfs load` recreates a captured board: inodes only count up, pages only once."""
+    table, cma, system = DmaBufTable(), new_cma(), SystemHeap("system", 16 * MiB)
+    assert table.export("vb2", cma, 4096, None, APP, ino=5).ino == 5  # nothing handed out yet: any
+    assert table.export("vb2", cma, 4096, None, APP).ino == BOOT_EXPORTS + 1  # the counter goes on from its own
+    def export(heap: Heap, ino: int, address: Optional[int] = None) -> DmaBuf:
+        return table.export("vb2", heap, 4096 if ino != 100 else 8192, None, APP, ino=ino, address=address)
+
+    assert "below 42" in expect_error(errno.EINVAL, export, cma, 41)
+    placed = export(cma, 100, 0x1000_0000 + 10 * 4096)
+    assert placed.ino == 100 and placed.segments[0].address == 0x1000_0000 + 10 * 4096
+    before = snapshot(table)
+    assert "are taken" in expect_error(errno.EBUSY, export, cma, 200, 0x1000_0000 + 11 * 4096)
+    assert "is not a page of heap cma" in expect_error(errno.EINVAL, export, cma, 200, 0x1000_0000 + 100)
+    assert "scatters its pages" in expect_error(errno.EINVAL, export, system, 200, 0x1_0000_0000)
+    assert snapshot(table) == before  # refused: nothing changed

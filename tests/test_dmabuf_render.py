@@ -3,7 +3,7 @@ exporters cut at 16 columns, attachments, mapped scatter lists in KiB and in Byt
 from __future__ import annotations
 
 import errno
-from typing import Sequence
+from typing import Optional, Sequence
 
 import pytest
 
@@ -36,7 +36,7 @@ class FixedHeap(Heap):
         super().__init__("fixed", GiB)
         self.segments = segments
 
-    def allocate(self, nbytes: int) -> Allocation:
+    def allocate(self, nbytes: int, address: Optional[int] = None) -> Allocation:
         return Allocation(self.segments, lambda: None)
 
 

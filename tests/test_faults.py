@@ -293,7 +293,7 @@ def test_sigkill_of_memtrackfs_under_a_driver_and_an_app(tmp_path: Path, seed: i
                                                     "memtrackfs daemon went away",
                                                     "connection to memtrackfs lost",
                                                     "memtrackfs daemon closed the connection")), app_err
-        driver_out = driver.stdout.read()
+        driver_out = driver.output()
         assert driver.returncode == 1 and "memtrackfs closed the connection" in driver_out, driver_out
         assert "Traceback" not in driver_out
         wait_for(lambda: is_stale(str(mount.path)), timeout=5, what="the mount to turn stale")

@@ -9,6 +9,7 @@ import errno
 import os
 import re
 import stat
+import struct
 import subprocess
 import sys
 import threading
@@ -19,7 +20,9 @@ import pytest
 
 from memtrackfs.client import MemtrackClient
 from memtrackfs.testing.helpers import Mount, start_mount, start_vpu_sim, stop_process, wait_for
+from memtrackfs.tools import plot
 from memtrackfs.tools.parse import parse_mpp_sessions_summary, parse_rk_dmabuf_dev
+from memtrackfs.tools.record import load_record
 from vpu_sim import mpp_uapi as abi
 from vpu_sim.apps.mpp.service import MppServiceDevice
 
@@ -278,8 +281,20 @@ def test_snapshot_diff_and_record_show_the_sessions(rk3588: Mount, tmp_path: Pat
                            str(tmp_path / "busy.json")], capture_output=True, text=True).stdout
     assert "mpp_service fdc38100.rkvdec-core: KiB +52140 (0 -> 52140)\n" in text
     assert ("  + session fdc38100.rkvdec-core#0 (pid %d) 52140 KiB\n" % player.pid in text) == dump
-    samples = [json.loads(line) for line in record.read_text().splitlines()]
+    head, samples = load_record(str(record))
+    assert head["root"] == str(rk3588.path)
     assert samples and all(s["mpp_kib"] == {"fdc38100.rkvdec-core": 52140} for s in samples)
+    # plot draws each device's sessions in the dma-buf panel (the only one: no v4l2-memtrack here)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    plot._dmabuf_panel(ax, [s["t"] for s in samples], samples)
+    assert "mpp_service fdc38100.rkvdec-core sessions" in ax.get_legend_handles_labels()[1]
+    plt.close(fig)
+    png = tmp_path / "usage.png"
+    subprocess.run([sys.executable, "-m", "memtrackfs", "plot", str(record), "-o", str(png)], check=True)
+    assert struct.unpack(">II", png.read_bytes()[16:24]) == (1300, 420)  # one panel
 
 
 def test_board_options_refuse_what_does_not_fit(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pty
 import pwd
+import re
 import select
 import signal
 import subprocess
@@ -151,6 +152,27 @@ def test_a_scenario_plays_beside_the_command_and_leakwatch_catches_its_leak() ->
     assert "LEAK: rk_dmabuf/size grew" in done.stdout + done.stderr
     assert "scenario keep-dmabufs: done" in done.stderr  # the scenario's summary, after the command
     assert host_mounts() == mounts_before
+
+
+def test_a_command_that_ends_before_its_scenario_is_reported() -> None:
+    done = run_command("--scenario", "clean", "--", "true")  # a built-in scenario, by name
+    assert done.returncode == 125, done.stderr  # `true` succeeded, but the scenario did not play out
+    interrupted = r"^scenario clean: INTERRUPTED at \d+\.\d s of about 4\.3 s \(SIGINT\)"
+    assert re.search(interrupted, done.stderr, re.M), done.stderr
+    assert done.stderr.rstrip().endswith("memtrackfs: run: COMMAND ended while the scenario was still playing: the "
+                                         "scenario was stopped and its summary above covers only what had run; keep "
+                                         "COMMAND running at least as long as the scenario (e.g. leakwatch.sh -d "
+                                         "SECONDS, sleep SECONDS)")
+    failed = run_command("--scenario", "clean", "--", "sh", "-c", "exit 3")
+    assert failed.returncode == 3 and "INTERRUPTED" in failed.stderr  # the command's failure comes first
+
+
+def test_a_driver_that_does_not_start_is_reported_with_its_log() -> None:
+    done = run_command("--scenario", "no-such-scenario", "--", "true")
+    assert done.returncode == 125
+    assert done.stderr.startswith("memtrackfs: run: vpu-sim scenario exited with status 2 before it was ready "
+                                  "(its log: "), done.stderr
+    assert "vpu-sim: scenario: no-such-scenario: no such file, nor a built-in scenario" in done.stderr
 
 
 def test_no_vpu_starts_no_driver() -> None:

@@ -34,6 +34,7 @@ from vpu_sim.driver.device import VpuDevice
 from vpu_sim.driver.faults import Faults, parse_fault
 from vpu_sim.driver.ioctls import VideoFile
 from vpu_sim.driver.memtrack import MemoryArea
+from vpu_sim.scenario.library import builtin_scenarios
 from vpu_sim.scenario.spec import load, parse
 
 EXAMPLES = ROOT / "examples" / "scenarios"
@@ -82,7 +83,20 @@ KEPT = {"keep-dmabufs": 32256, "rk3588-buggy-player": 17504}  # KiB a helper kee
 
 
 def test_every_example_has_its_expectations() -> None:
-    assert sorted(path.stem for path in EXAMPLES.glob("*.toml")) == sorted(SUMMARIES)
+    assert sorted(path.stem for path in EXAMPLES.glob("*.toml")) == sorted(SUMMARIES) == sorted(builtin_scenarios())
+
+
+def test_the_built_in_scenarios_are_listed_and_found_by_name() -> None:
+    done = subprocess.run([sys.executable, "-m", "vpu_sim", "scenario", "--list"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    listed = dict(line.split(None, 1) for line in done.stdout.splitlines())
+    assert sorted(listed) == sorted(SUMMARIES)
+    assert listed["driver-leak"] == "The driver's release path forgets the decoder's MBI and DCP buffers"
+    missing = subprocess.run([sys.executable, "-m", "vpu_sim", "scenario", "no-such-scenario"],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("vpu-sim: scenario: no-such-scenario: no such file, nor a built-in scenario "
+                                     "(built-in: clean, cma-exhaustion, crash, driver-leak,")
 
 
 @pytest.mark.parametrize("example", sorted(SUMMARIES))
@@ -96,9 +110,12 @@ def test_leakwatch_flags_exactly_the_leaking_examples(tmp_path: Path, example: s
         if not rockchip:
             (mount / CONTROL).write_text("file v4l2-memtrack.c +p\n")  # the RFC's leak report, on
         shell = ["busybox", "sh"] if example in ("driver-leak", "clean") else ["sh"]
+        # By name: the built-in scenario.
         done = subprocess.run([*shell, str(LEAKWATCH), "-i", "0.2", "--", sys.executable, "-m", "vpu_sim", "scenario",
-                               str(EXAMPLES / f"{example}.toml"), "--mount", str(mount.path)],
+                               example, "--mount", str(mount.path)],
                               env={**os.environ, "ROOT": str(mount.path)}, capture_output=True, text=True, timeout=60)
+        nodes = "rk3588: dev/mpp_service" if rockchip else "imx8qxp: decoder dev/video0, encoder dev/video1"
+        assert done.stdout.startswith(f"vpu-sim: ready: {nodes} (pid "), done.stdout  # its first line
         handed = re.search(r"helper pid (\d+)", done.stdout)
         helper = int(handed.group(1)) if handed else None
         for pattern in SUMMARIES[example]:

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import json
+import signal
+import struct
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from memtrackfs.testing.helpers import Mount, memtrackfs, wait_for
 from memtrackfs.tools.parse import parse_memtrack
@@ -61,19 +65,49 @@ def test_snapshot_text_matches_the_file(vpu_board: Mount) -> None:
     assert "fw x2 35651584" in text and "dma-buf: 0 KiB in 0 buffers" in text
 
 
-def test_record_and_plot(vpu_board: Mount, tmp_path: Path) -> None:
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.mark.vpu_board(fault="driver-leak:names=mbi+dcp")
+def test_record_follows_each_instance_and_its_process_and_plot_draws_it(vpu_board: Mount, tmp_path: Path) -> None:
     record = tmp_path / "usage.jsonl"
-    player = start_player(vpu_board, 1.5)
+    recorder = subprocess.Popen([sys.executable, "-m", "memtrackfs", "record", "--mount", str(vpu_board.path),
+                                 "--interval", "0.1", "--duration", "60", "--out", str(record)],
+                                stdout=subprocess.PIPE, text=True)
     try:
-        memtrackfs("record", "--mount", str(vpu_board.path), "--interval", "0.2", "--duration", "2.5",
-                   "--out", str(record))
-    finally:
+        wait_for(lambda: record.exists() and len(record.read_text().splitlines()) >= 3, what="first samples")
+        player = start_player(vpu_board, 1)
         player.wait(30)
-    samples = [json.loads(line) for line in record.read_text().splitlines()]
-    assert len(samples) >= 8 and samples[0]["t"] < samples[-1]["t"]
-    peak_usage = max(s["instances"].get(f"amphion-vpu/instance[{player.pid}/{player.pid}]", 0) for s in samples)
-    assert peak_usage == 72733056
+        vpu_board.settle()  # its instance is released (and, with the fault, left holding MBI and DCP)
+        lines = len(record.read_text().splitlines())
+        wait_for(lambda: len(record.read_text().splitlines()) >= lines + 3, what="samples after the exit")
+    finally:
+        recorder.send_signal(signal.SIGINT)  # Ctrl-C: the record ends cleanly
+        recorder.wait(30)
+    assert recorder.returncode == 0 and recorder.stdout.read().startswith("memtrackfs: ")
+    head, *samples = [json.loads(line) for line in record.read_text().splitlines()]
+    assert head["record"] == "memtrackfs" and head["version"] == 2 and head["root"] == str(vpu_board.path)
+    mine = [inst for s in samples for inst in s["trackers"]["amphion-vpu"]["instances"] if inst["tgid"] == player.pid]
+    assert mine and {inst["comm"] for inst in mine} == {mine[0]["comm"]} and mine[0]["comm"]
+    assert max(inst["usage"] for inst in mine) == 72733056
+    assert mine[0]["alive"] and not mine[-1]["alive"]  # seen running, then after its exit
+    assert mine[-1]["usage"] == 7 * 917504 + 2 * 2040000  # what the leaky driver kept: the MBI and DCP
     assert max(s["dmabuf_kib"] for s in samples) > 0 and samples[-1]["peak_mib"] > 0
     png = tmp_path / "usage.png"
     memtrackfs("plot", str(record), "-o", str(png))
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10000
+    assert png_size(png) == (1300, 780)  # two panels: the tracker's and the dma-bufs'
+
+    # Without a dma-buf (and with the peak reset), no dma-buf panel.
+    (vpu_board / "proc/rk_dmabuf/peak").write_text("0\n")
+    quiet = tmp_path / "quiet.jsonl"
+    memtrackfs("record", "--mount", str(vpu_board.path), "--interval", "0.1", "--duration", "0.3", "--out", str(quiet))
+    memtrackfs("plot", str(quiet), "-o", str(png))
+    assert png_size(png) == (1300, 420)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"t": 1}\n')
+    done = memtrackfs("plot", str(bad), "-o", str(png), check=False)
+    assert (done.returncode, done.stderr.decode()) == (
+        2, f"memtrackfs: plot: {bad} is not a memtrackfs record (make one with `memtrackfs record`)\n")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
+from memtrackfs.launch import DriverStartError
 from memtrackfs.testing.helpers import (
     Mount,
     start_mount,
@@ -97,7 +98,8 @@ def test_a_uapi_client_sees_its_instance_usage_through_the_control(vpu: Mount, t
     finally:
         app.communicate("\n", timeout=10)
     assert app.returncode == 0
-    wait_for(lambda: instances(vpu) == [], what="the instance to go at close")
+    vpu.settle()  # its release has reached the driver, which freed the instance
+    assert instances(vpu) == []
 
 
 def test_1080p_decode_and_encode_show_the_model_sizes(vpu: Mount) -> None:
@@ -140,7 +142,8 @@ def test_a_client_killed_mid_stream_loses_its_instance(vpu: Mount) -> None:
         assert any("dcp" in "".join(i) for i in instances(vpu))
         app.kill()
         app.wait()
-        wait_for(lambda: instances(vpu) == [], what="the killed client's instance to go")
+        vpu.settle()
+        assert instances(vpu) == []  # the killed client's instance went with its release
     finally:
         app.kill()
         app.wait()
@@ -184,3 +187,25 @@ def test_a_killed_daemon_makes_nodes_fail_and_a_restart_works(tmp_path: Path) ->
     finally:
         stop_process(daemon)
         mount.umount()
+
+
+def test_the_daemon_says_when_it_is_ready_and_a_failed_start_names_its_log(tmp_path: Path) -> None:
+    mount = start_mount(tmp_path)
+    try:
+        daemon = start_vpu_sim(mount)
+        try:
+            assert daemon.output() == "vpu-sim: ready: imx8qxp: decoder dev/video0, encoder dev/video1 " \
+                                      f"(pid {daemon.pid})\n"
+            assert (mount / DECODER).exists() and (mount / ENCODER).exists()  # the line comes after them
+        finally:
+            stop_process(daemon)
+    finally:
+        mount.umount()
+    not_a_mount = Mount(tmp_path / "elsewhere", tmp_path / "none.sock")
+    not_a_mount.path.mkdir()
+    with pytest.raises(DriverStartError) as failed:
+        start_vpu_sim(not_a_mount)
+    log = tmp_path / "vpu-sim.log"
+    assert str(failed.value) == (f"vpu-sim daemon exited with status 1 before it was ready (its log: {log}):\n"
+                                 + log.read_text().strip())
+    assert f"{not_a_mount.path} is not a memtrackfs mount point" in log.read_text()

@@ -20,6 +20,7 @@ from memtrackfs.fs.entries import DeviceFile, Directory, Entry, File, KmsgFile, 
 from memtrackfs.fs.fuselib import load_fuse_module
 from memtrackfs.fs.poll import PollHandles
 from memtrackfs.kernel import Kernel
+from memtrackfs.processes import identify, thread_group
 
 fuse = load_fuse_module()
 
@@ -128,14 +129,20 @@ class MemtrackOperations(fuse.Operations):
     def _caller() -> tuple[int, int]:
         """(tgid, pid) of the calling thread, as ``current`` has them (FUSE gives the thread id)."""
         pid = fuse.fuse_get_context()[2]
-        try:
-            with open(f"/proc/{pid}/status", "rb") as f:
-                for line in f:
-                    if line.startswith(b"Tgid:"):
-                        return int(line.split()[1]), pid
-        except OSError:
-            pass
-        return pid, pid
+        return thread_group(pid), pid
+
+    def _used_by(self, handle: OpenFile, tgid: int) -> None:
+        """Record a process that holds a device file (its opener, or one it was passed to), so
+        that ``settle`` knows whose exit its release waits for."""
+        if tgid in handle.users:
+            return
+        handle.users.add(tgid)
+        holder = identify(tgid)
+        with self.kernel.lock:
+            if handle.file_key:
+                self.kernel.files.used_by(handle.file_key, holder)
+            else:
+                handle.file_key = self.kernel.files.open(f"dev/{handle.entry.node.name}", holder)
 
     def _file(self, path: str) -> File:
         entry = self._resolve(path)
@@ -165,7 +172,9 @@ class MemtrackOperations(fuse.Operations):
         entry = self._file(path)
         handle = OpenFile(entry, next(self._fh))
         if isinstance(entry, DeviceFile):
-            entry.open(handle, fi.flags, *self._caller())
+            tgid, pid = self._caller()
+            entry.open(handle, fi.flags, tgid, pid)
+            self._used_by(handle, tgid)
         self._open[handle.fh] = handle
         fi.fh = handle.fh
         fi.direct_io = 1
@@ -201,7 +210,9 @@ class MemtrackOperations(fuse.Operations):
         direction, size = cmd >> 30, (cmd >> 16) & 0x3FFF
         data_in = ctypes.string_at(data, size) if direction & 1 and size and data else b""
         out_size = size if direction & 2 else 0
-        out = handle.entry.ioctl(handle, cmd, arg or 0, data_in, out_size, *self._caller())
+        tgid, pid = self._caller()
+        self._used_by(handle, tgid)
+        out = handle.entry.ioctl(handle, cmd, arg or 0, data_in, out_size, tgid, pid)
         if out and data:
             ctypes.memmove(data, out, len(out))
         return 0
@@ -224,10 +235,14 @@ class MemtrackOperations(fuse.Operations):
         self.poll_handles.forget(fi.fh)
         handle = self._open.pop(fi.fh, None)
         if handle is not None and isinstance(handle.entry, DeviceFile):
+            with self.kernel.lock:
+                self.kernel.files.releasing(handle.file_key)
             try:
                 handle.entry.release(handle)
             except OSError:
                 pass  # close() cannot fail for the application; the driver's loss is its own
+            finally:
+                self.kernel.close_file(handle.file_key)  # the driver has done its part: settled
         return 0
 
 

@@ -22,13 +22,16 @@ from memtrackfs.render.kmsg import render_kmsg_record
 class OpenFile:
     """One open() of a file: its entry, its snapshot (rendered at the first read at offset 0)."""
 
-    __slots__ = ("entry", "fh", "snapshot", "cursor")
+    __slots__ = ("entry", "fh", "snapshot", "cursor", "file_key", "users")
 
     def __init__(self, entry: "File", fh: int) -> None:
         self.entry = entry
         self.fh = fh
         self.snapshot: Optional[bytes] = None
         self.cursor = 0  # dev/kmsg: sequence number of the next record to return
+        # Device nodes: the kernel's record of it (``Kernel.files``), and the tgids that used it.
+        self.file_key = 0
+        self.users: set[int] = set()
 
 
 class Entry:

@@ -11,7 +11,8 @@ Semantics follow drivers/dma-buf/dma-buf.c with Rockchip's additions (RK BSP 5.1
 - Buffers and each buffer's attachments are listed newest first: the kernel adds both at the
   head of their lists.
 - Inode numbers count up once per export, as since Linux 5.17 (a counter private to dma-buf,
-  unique, so sysfs can name directories by it).
+  unique, so sysfs can name directories by it). An export may ask for a higher number (the
+  ones skipped are exports elsewhere): how ``memtrackfs load`` recreates a captured board.
 
 Pure model: no locks, no I/O. The owner (``Kernel``) serialises every call. A refused call
 raises KernelError before changing anything.
@@ -128,7 +129,8 @@ class DmaBufTable:
         self.total = 0
         self.peak = 0
         self._held: dict[Hashable, dict[int, int]] = {}  # holder -> {inode: references}
-        self._inodes = itertools.count(first_inode)
+        self._next_inode = first_inode  # the number an export gets
+        self._lowest_free = 1           # the lowest an export may ask for (none handed out yet)
         self._attachment_ids = itertools.count(1)
 
     def newest_first(self) -> Iterator[DmaBuf]:
@@ -143,21 +145,29 @@ class DmaBufTable:
     # -- export and references ----------------------------------------------------------------
 
     def export(self, exporter: str, heap: Heap, nbytes: int, name: Optional[str], holder: Hashable,
-               caches_sgt: bool = False) -> DmaBuf:
-        """Allocate from ``heap`` and export under ``exporter``; ``holder`` gets the one reference."""
+               caches_sgt: bool = False, *, ino: Optional[int] = None, address: Optional[int] = None) -> DmaBuf:
+        """Allocate from ``heap`` and export under ``exporter``; ``holder`` gets the one reference.
+        ``ino``: this inode number rather than the next, if no buffer has had it or a later one;
+        ``address``: the buffer's memory there (see ``Heap.allocate``)."""
         check_label("exporter name", exporter)
         check_buffer_name(name)
-        allocation = heap.allocate(nbytes)
-        buf = DmaBuf(next(self._inodes), exporter, name, allocation, caches_sgt)
+        if ino is not None and ino < self._lowest_free:
+            raise KernelError(errno.EINVAL, f"dma-buf inodes count up: {ino} is below {self._lowest_free}, "
+                                            "the lowest not handed out yet")
+        allocation = heap.allocate(nbytes, address)
+        buf = DmaBuf(self._next_inode if ino is None else ino, exporter, name, allocation, caches_sgt)
+        self._lowest_free = buf.ino + 1
+        self._next_inode = max(self._next_inode, buf.ino + 1)
         self.buffers[buf.ino] = buf
         self.total += buf.size
         self.peak = max(self.peak, self.total)
         self._hold(buf, holder)
         return buf
 
-    def heap_alloc(self, heap: Heap, nbytes: int, name: Optional[str], holder: Hashable) -> DmaBuf:
+    def heap_alloc(self, heap: Heap, nbytes: int, name: Optional[str], holder: Hashable, *,
+                   ino: Optional[int] = None, address: Optional[int] = None) -> DmaBuf:
         """DMA_HEAP_IOCTL_ALLOC: the heap exports the buffer under its own name."""
-        buf = self.export(heap.name, heap, nbytes, name, holder, heap.caches_sgt)
+        buf = self.export(heap.name, heap, nbytes, name, holder, heap.caches_sgt, ino=ino, address=address)
         buf.heap = heap
         return buf
 

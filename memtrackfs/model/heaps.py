@@ -93,13 +93,15 @@ class Heap:
         """The heap that holds the memory: itself, or the one an alias shares."""
         return self
 
-    def allocate(self, nbytes: int) -> Allocation:
+    def allocate(self, nbytes: int, address: Optional[int] = None) -> Allocation:
+        """``nbytes`` (page-aligned up) from the heap; ``address``: exactly there (a CMA heap only:
+        how ``memtrackfs load`` puts a captured buffer back where it was)."""
         raise NotImplementedError
 
-    def allocate_contig(self, nbytes: int, owner: str) -> Allocation:
+    def allocate_contig(self, nbytes: int, owner: str, address: Optional[int] = None) -> Allocation:
         """Memory without a dma-buf (rk_dma_heap_alloc_contig_pages, dma_alloc_coherent), recorded
-        with its owner's name until it is released."""
-        allocation = self.allocate(nbytes)
+        with its owner's name until it is released; ``address`` as for ``allocate``."""
+        allocation = self.allocate(nbytes, address)
         self.contig[allocation] = owner
         release = allocation.release
 
@@ -140,8 +142,10 @@ class SystemHeap(Heap):
         self._next_slot = dict.fromkeys(self.ORDERS, 0)
         self._free_slots: dict[int, list[int]] = {order: [] for order in self.ORDERS}
 
-    def allocate(self, nbytes: int) -> Allocation:
+    def allocate(self, nbytes: int, address: Optional[int] = None) -> Allocation:
         size = self._checked_size(nbytes)
+        if address is not None:
+            raise KernelError(errno.EINVAL, f"heap {self.name} scatters its pages: it places no buffer at an address")
         if self.used + size > self.capacity:
             raise KernelError(errno.ENOMEM, f"heap {self.name}: {size} bytes requested, only "
                                             f"{self.capacity - self.used} of {format_bytes(self.capacity)} free")
@@ -186,13 +190,16 @@ class CmaHeap(Heap):
         self.bitmap = bytearray(self.pages)  # one byte per page, 1 = allocated (cma->bitmap)
         self._log = log
 
-    def allocate(self, nbytes: int) -> Allocation:
+    def allocate(self, nbytes: int, address: Optional[int] = None) -> Allocation:
         size = self._checked_size(nbytes)
         count = size // PAGE_SIZE
-        start = self.bitmap.find(bytes(count))  # first fit: the lowest run of `count` free pages
+        if address is not None:
+            start = self._pages_at(address, count)
+        else:
+            start = self.bitmap.find(bytes(count))  # first fit: the lowest run of `count` free pages
         if start < 0:
-            # mm/cma.c reports every failed cma_alloc() in the kernel log.
-            self._log.emit(_KERN_ERR, f"cma_alloc: {self.name}: alloc failed, req-size: {count} pages, ret: -12")
+            # mm/cma.c reports every failed cma_alloc() in the kernel log (its pr_fmt adds "cma: ").
+            self._log.emit(_KERN_ERR, f"cma: cma_alloc: {self.name}: alloc failed, req-size: {count} pages, ret: -12")
             free_ranges = self.free_ranges()
             largest = max((length for _, length in free_ranges), default=0)
             raise KernelError(errno.ENOMEM, f"heap {self.name}: no free contiguous range of {count} pages "
@@ -201,6 +208,15 @@ class CmaHeap(Heap):
         self.bitmap[start:start + count] = b"\x01" * count
         self.used += size
         return Allocation([Segment(self.base + start * PAGE_SIZE, size)], lambda: self._free(start, count))
+
+    def _pages_at(self, address: int, count: int) -> int:
+        start, offset = divmod(address - self.base, PAGE_SIZE)
+        if offset or start < 0 or start + count > self.pages:
+            raise KernelError(errno.EINVAL,
+                              f"{address:#x} is not a page of heap {self.name} with {count} pages after it")
+        if any(self.bitmap[start:start + count]):
+            raise KernelError(errno.EBUSY, f"heap {self.name}: pages from {address:#x} are taken")
+        return start
 
     def _free(self, start: int, count: int) -> None:
         self.bitmap[start:start + count] = bytes(count)
@@ -236,8 +252,8 @@ class HeapAlias(Heap):
     def used(self) -> int:
         return self.target.used
 
-    def allocate(self, nbytes: int) -> Allocation:
-        return self.target.allocate(nbytes)
+    def allocate(self, nbytes: int, address: Optional[int] = None) -> Allocation:
+        return self.target.allocate(nbytes, address)
 
 
 # -- configuration: the heaps a mount starts with -----------------------------------------------

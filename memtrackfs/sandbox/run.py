@@ -14,14 +14,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from typing import Any, NoReturn, Optional, Sequence
 
-from memtrackfs.mounts import find_mount, is_memtrackfs, runtime_dir
+from memtrackfs import launch
+from memtrackfs.mounts import find_mount, is_memtrackfs, log_path_for_socket, runtime_dir
 from memtrackfs.sandbox.command import SETUP_FAILED, WATCHED, RunError, run_in_namespace
-
-VPU_START_TIMEOUT = 20.0  # seconds for the vpu_sim daemon to register its nodes
-VPU_STOP_TIMEOUT = 10.0
 
 
 class Workdir:
@@ -30,7 +27,7 @@ class Workdir:
         self.mnt = os.path.join(path, "mnt")
         self.real_proc = os.path.join(path, "proc")
         self.socket = os.path.join(path, "driver.sock")
-        self.mount_log = os.path.join(path, "driver.log")  # `memtrackfs mount` puts it beside the socket
+        self.mount_log = log_path_for_socket(self.socket)
         self.vpu_log = os.path.join(path, "vpu.log")  # the daemon's, or the scenario's
 
     @classmethod
@@ -60,56 +57,61 @@ def run(command: Sequence[str], board: Optional[str], bsp: Optional[str], vpu: b
 
     ``board``: the mount's board profile and the vpu_sim driver's; None: the default (union)
     mount with the imx8qxp Amphion driver, or, with a scenario for rk3588, that board.
-    With a ``scenario``, ``vpu-sim scenario`` plays it beside the command (it loads its own
-    driver, with the scenario's board and faults, instead of the plain daemon); its summary is
-    printed on stderr once the command is done.
+    With a ``scenario`` (a built-in scenario's name or a file), ``vpu-sim scenario`` plays it
+    beside the command (it loads its own driver, with the scenario's board and faults, instead
+    of the plain daemon); its summary is printed on stderr once the command is done. A command
+    that ends while the scenario still plays stops it: that is said, and the status is
+    SETUP_FAILED unless the command's own is an error.
     """
     # Until the command runs, SIGTERM and SIGHUP end the run as Ctrl-C does: through the teardown.
     # (Then run_in_namespace takes them over and passes them on to the command.)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     cleanup = contextlib.ExitStack()
+    cut_short = False
     try:
         mount_board = board if board is not None else _scenario_board(scenario)
         workdir = Workdir.create()
         cleanup.callback(workdir.remove)
         cleanup.callback(_unmount, workdir)
         _mount(workdir, mount_board, bsp, heap_options)
-        driver_board = _driver_board(mount_board)
+        player = None
         if scenario is not None:
-            player = _start_vpu(workdir, "scenario", os.path.abspath(scenario))
+            # A file is named from here; a built-in scenario's name goes as it is.
+            argument = os.path.abspath(scenario) if os.path.exists(scenario) else scenario
+            player = _start_vpu(workdir, "scenario", argument)
             cleanup.callback(_print_log, workdir.vpu_log)
-            cleanup.callback(_stop, player, signal.SIGINT)  # SIGINT: it stops its apps and driver, then sums up
-            _wait_for_nodes(workdir, player, driver_board)
+            cleanup.callback(launch.stop, player, signal.SIGINT)  # SIGINT: it stops its apps and driver, then sums up
         elif vpu:
-            daemon = _start_vpu(workdir, "daemon", "--board", driver_board)
-            cleanup.callback(_stop, daemon, signal.SIGTERM)
-            _wait_for_nodes(workdir, daemon, driver_board)
+            cleanup.callback(launch.stop, _start_vpu(workdir, "daemon", "--board", _driver_board(mount_board)))
         env = {**os.environ, "MEMTRACKFS_SOCKET": workdir.socket}
-        return run_in_namespace(command, env, workdir.mnt, workdir.real_proc)
+        status = run_in_namespace(command, env, workdir.mnt, workdir.real_proc)
+        cut_short = player is not None and player.poll() is None
     finally:
         # A second Ctrl-C or SIGTERM must not leave a half torn-down run: they wait until exit.
         signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
         cleanup.close()
-
-
-# The daemons run from /: `python -m` looks in the working directory first (a ./memtrackfs
-# directory would shadow the package), and a daemon's working directory keeps its mount busy.
-_DAEMON_CWD = "/"
+    if cut_short:
+        print("memtrackfs: run: COMMAND ended while the scenario was still playing: the scenario was stopped "
+              "and its summary above covers only what had run; keep COMMAND running at least as long as the "
+              "scenario (e.g. leakwatch.sh -d SECONDS, sleep SECONDS)", file=sys.stderr)
+        return status or SETUP_FAILED
+    return status
 
 
 def _memtrackfs(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "memtrackfs", *args], capture_output=True, text=True,
-                          cwd=_DAEMON_CWD)
+    # From /: `python -m` looks in the working directory first (a ./memtrackfs directory would
+    # shadow the package), and a daemon's working directory keeps its mount busy.
+    return subprocess.run([sys.executable, "-m", "memtrackfs", *args], capture_output=True, text=True, cwd="/")
 
 
 def _scenario_board(scenario: Optional[str]) -> Optional[str]:
     """A scenario for the RK3588 needs that board's mount; the Amphion ones run on the default."""
     if scenario is None:
         return None
-    from vpu_sim.scenario.spec import load  # only a run with a scenario needs vpu_sim
+    from vpu_sim.scenario import library, spec  # only a run with a scenario needs vpu_sim
     try:
-        board = load(scenario).board
+        board = spec.load(library.resolve(scenario)).board
     except ValueError:
         return None  # `vpu-sim scenario` reports the bad file itself
     return board if board == "rk3588" else None
@@ -136,38 +138,15 @@ def _unmount(workdir: Workdir) -> None:
         raise RunError(SETUP_FAILED, f"cannot unmount {workdir.mnt}: {done.stderr.strip()}")
 
 
-def _start_vpu(workdir: Workdir, *vpu_sim_args: str) -> subprocess.Popen:
-    with open(workdir.vpu_log, "wb") as log:
-        # Its own session: the terminal's Ctrl-C is for the command; the driver stays to the end.
-        return subprocess.Popen([sys.executable, "-m", "vpu_sim", *vpu_sim_args, "--mount", workdir.mnt],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "MEMTRACKFS_SOCKET": workdir.socket}, cwd=_DAEMON_CWD,
-                                start_new_session=True)
+def _start_vpu(workdir: Workdir, *vpu_sim_args: str) -> launch.DriverProcess:
+    """``vpu-sim daemon``/``scenario`` on the run's mount, once it has said it is ready.
 
-
-def _wait_for_nodes(workdir: Workdir, daemon: subprocess.Popen, board: str) -> None:
-    from vpu_sim.boards import node_names  # only a run with the VPU needs vpu_sim
-
-    nodes = [os.path.join(workdir.mnt, "dev", name) for name in node_names(board)]
-    deadline = time.monotonic() + VPU_START_TIMEOUT
-    while not all(os.path.exists(node) for node in nodes):
-        if daemon.poll() is not None:
-            raise RunError(SETUP_FAILED, f"the vpu_sim daemon exited with status {daemon.returncode}"
-                                         f"{_log(workdir.vpu_log)}")
-        if time.monotonic() > deadline:
-            raise RunError(SETUP_FAILED, f"the vpu_sim daemon did not register its nodes in "
-                                         f"{VPU_START_TIMEOUT:.0f} s{_log(workdir.vpu_log)}")
-        time.sleep(0.02)
-
-
-def _stop(daemon: subprocess.Popen, how: signal.Signals) -> None:
-    if daemon.poll() is None:
-        daemon.send_signal(how)
+    Its own session: the terminal's Ctrl-C is for the command; the driver stays to the end."""
     try:
-        daemon.wait(VPU_STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        daemon.kill()
-        daemon.wait()
+        return launch.start_vpu_sim([*vpu_sim_args, "--mount", workdir.mnt], workdir.vpu_log,
+                                    env={**os.environ, "MEMTRACKFS_SOCKET": workdir.socket}, new_session=True)
+    except launch.DriverStartError as exc:
+        raise RunError(SETUP_FAILED, str(exc)) from None
 
 
 def _print_log(path: str) -> None:

@@ -67,14 +67,21 @@ def _exported(buf: DmaBuf) -> Reply:
     return {"buffer": buf.ino, "size": buf.size, "name": buf.name}
 
 
+def _optional(request: dict[str, Any], key: str) -> Optional[int]:
+    """``ino`` (the inode number to give the buffer) or ``address`` (where its memory lies in a
+    CMA heap): how ``memtrackfs load`` recreates a captured board; null or absent: the kernel's choice."""
+    return fields.integer(request, key, 1, 2**64 - 1) if request.get(key) is not None else None
+
+
 def op_heap_alloc(session: "Session", request: dict[str, Any]) -> Reply:
     """DMA_HEAP_IOCTL_ALLOC: a buffer from a heap, exported with the heap's name as exporter."""
     heap_name = fields.name(request, "heap")
     nbytes = fields.integer(request, "bytes", 1, MAX_BUFFER_BYTES)
     name = _buffer_name(session, request)
+    ino, address = _optional(request, "ino"), _optional(request, "address")
     with session.kernel.transaction() as k:
         heap = _heap(k, heap_name)
-        return _exported(k.dmabufs.heap_alloc(heap, nbytes, name, session))
+        return _exported(k.dmabufs.heap_alloc(heap, nbytes, name, session, ino=ino, address=address))
 
 
 def op_export(session: "Session", request: dict[str, Any]) -> Reply:
@@ -87,9 +94,11 @@ def op_export(session: "Session", request: dict[str, Any]) -> Reply:
     nbytes = fields.integer(request, "bytes", 1, MAX_BUFFER_BYTES)
     caches_sgt = fields.boolean(request, "cache_sgt_mapping")
     name = _buffer_name(session, request)
+    ino, address = _optional(request, "ino"), _optional(request, "address")
     with session.kernel.transaction() as k:
         heap = _heap(k, heap_name) if heap_name is not None else default_cma_heap(k.heaps)
-        return _exported(k.dmabufs.export(exporter, heap, nbytes, name, session, caches_sgt))
+        return _exported(k.dmabufs.export(exporter, heap, nbytes, name, session, caches_sgt,
+                                          ino=ino, address=address))
 
 
 def _buffer_id(request: dict[str, Any]) -> int:
@@ -191,9 +200,10 @@ def op_dma_alloc(session: "Session", request: dict[str, Any]) -> Reply:
         # rk_dma_heap_alloc_contig_pages() records who took it: the caller's name, else current->comm.
         owner = _leader_comm(session.peer_pid) or session.client or "unknown"
     owner = (owner or "")[:RK_DMA_HEAP_NAME_LEN]
+    address = _optional(request, "address")
     with session.kernel.transaction() as k:
         heap = _heap(k, heap_name) if heap_name is not None else default_cma_heap(k.heaps)
-        allocation = heap.allocate_contig(nbytes, owner)
+        allocation = heap.allocate_contig(nbytes, owner, address)
         allocation_id = next(_allocation_ids)
         session.allocations[allocation_id] = allocation
         return {"allocation": allocation_id, "heap": heap.name}

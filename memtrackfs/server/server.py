@@ -13,7 +13,8 @@ import socket
 import struct
 import threading
 from collections import deque
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from memtrackfs.errors import KernelError
 from memtrackfs.kernel import Kernel
@@ -50,6 +51,7 @@ class Connection:
         self._writer: threading.Thread | None = None
         self._closing = False
         self.session = Session(server.kernel, server.registry, peer_pid, self.push)
+        self.session.waiting = self._waiting
 
     def send(self, data: bytes) -> None:
         with self._send_lock:
@@ -118,6 +120,15 @@ class Connection:
             _answering.pushes = None
             for connection, data in pushes:
                 connection.enqueue(data)
+
+    @contextmanager
+    def _waiting(self) -> Iterator[None]:
+        """A request of this connection waits for others (settle): they may be answered meanwhile."""
+        self.server.answer_lock.release()
+        try:
+            yield
+        finally:
+            self.server.answer_lock.acquire()
 
     def _answer(self, line: bytes) -> bytes:
         request_id = None

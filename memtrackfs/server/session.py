@@ -5,10 +5,11 @@ so a refused request changes nothing.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import os
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 from memtrackfs import __version__
 from memtrackfs.errors import KernelError
@@ -16,6 +17,7 @@ from memtrackfs.kernel import Kernel
 from memtrackfs.model.heaps import Allocation
 from memtrackfs.model.kmsg import LEVEL_INFO
 from memtrackfs.model.tracker import SIZE_MAX, Node
+from memtrackfs.processes import identify
 from memtrackfs.server import fields
 from memtrackfs.server.device_ops import DEVICE_OPS, close_endpoint
 from memtrackfs.server.dmabuf_ops import DMABUF_OPS
@@ -23,6 +25,7 @@ from memtrackfs.server.driver_endpoint import DriverEndpoint
 from memtrackfs.server.fields import INT32_MAX
 from memtrackfs.server.mpp_ops import MPP_OPS, close_mpp_sessions
 from memtrackfs.server.protocol import PROTOCOL_VERSION
+from memtrackfs.server.settle_ops import SETTLE_OPS
 
 Reply = dict[str, Any]
 Push = Callable[[dict[str, Any]], None]
@@ -76,6 +79,12 @@ class Session:
         # One int object per tgid/pid seen recently: JSON makes a new one per request, and a
         # million leaves would otherwise hold two each (56 bytes, two cache misses per line shown).
         self._ids: dict[int, int] = {}
+        # While a request waits for other connections (settle), the server lets them be answered.
+        self.waiting: Callable[[], ContextManager[None]] = contextlib.nullcontext
+        # Its end releases what it holds: settle waits for that once its process has exited.
+        holder = identify(peer_pid)
+        with kernel.lock:
+            self.file_key = kernel.files.open(f"socket connection of pid {peer_pid}", holder)
 
     def handle(self, request: dict[str, Any]) -> Reply:
         op = request.get("op")
@@ -241,6 +250,7 @@ class Session:
             self.created.clear()
             if self.client:
                 k.log.info(f"memtrackfs: driver {self.client} disconnected (pid {self.peer_pid})")
+        self.kernel.close_file(self.file_key)
 
 
 _OPS: dict[str, Callable[[Session, dict[str, Any]], Reply]] = {
@@ -249,3 +259,4 @@ _OPS: dict[str, Callable[[Session, dict[str, Any]], Reply]] = {
 _OPS.update(DEVICE_OPS)
 _OPS.update(DMABUF_OPS)
 _OPS.update(MPP_OPS)
+_OPS.update(SETTLE_OPS)

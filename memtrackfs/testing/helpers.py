@@ -5,18 +5,24 @@ Everything here runs the real commands as separate processes (``python -m memtra
 """
 from __future__ import annotations
 
+import ctypes.util
 import os
+import shutil
+import stat
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
+from memtrackfs import launch, paths
 from memtrackfs.client import MemtrackClient
 from memtrackfs.mounts import read_mounts, runtime_dir
+from memtrackfs.tools.kmsg import read_kmsg_lines
+from memtrackfs.tools.snapshot import Snapshot, diff_snapshots, take_snapshot
 
-MEMTRACK_DIR = "sys/kernel/debug/v4l2-memtrack"
+FUSE_DEVICE = (10, 229)  # the misc device /dev/fuse (Documentation/admin-guide/devices.txt)
 
 
 def memtrackfs(*args: str, env: Optional[dict[str, str]] = None, check: bool = True,
@@ -37,12 +43,33 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "
         time.sleep(0.02)
 
 
+def fuse_unusable() -> Optional[str]:
+    """Why this machine cannot mount a FUSE filesystem, or None if it can."""
+    try:
+        info = os.stat("/dev/fuse")
+    except OSError as exc:
+        return f"/dev/fuse: {exc.strerror} (modprobe fuse, or give the container /dev/fuse)"
+    if not stat.S_ISCHR(info.st_mode) or (os.major(info.st_rdev), os.minor(info.st_rdev)) != FUSE_DEVICE:
+        return "/dev/fuse is not the FUSE device (character device 10:229)"
+    try:
+        os.close(os.open("/dev/fuse", os.O_RDWR))
+    except OSError as exc:
+        return f"cannot open /dev/fuse: {exc.strerror}"
+    if ctypes.util.find_library("fuse") is None:
+        return "libfuse2 is not installed (Debian: apt-get install libfuse2)"
+    if os.geteuid() != 0 and not (shutil.which("fusermount3") or shutil.which("fusermount")):
+        return "fusermount3 is not installed (Debian: apt-get install fuse3)"
+    return None
+
+
 class Mount:
-    """A live memtrackfs mount: its mount point, its socket, and helpers to use both."""
+    """A live memtrackfs mount: its mount point, its socket, and helpers to use both; ``driver``
+    is the ``vpu-sim daemon`` serving its nodes, if one was started for it."""
 
     def __init__(self, path: Path, socket: Path) -> None:
         self.path = path
         self.socket = socket
+        self.driver: Optional[launch.DriverProcess] = None
 
     def __truediv__(self, relative: str) -> Path:
         return self.path / relative
@@ -53,19 +80,40 @@ class Mount:
 
     def tree(self, root: str = "amphion-vpu") -> str:
         """The v4l2-memtrack file of a tracker root, as text."""
-        return self.read(f"{MEMTRACK_DIR}/{root}").decode()
+        return self.read(f"{paths.MEMTRACK_DIR}/{root}").decode()
 
     def kmsg(self) -> list[str]:
-        """dev/kmsg's records, read with cat (one record per read(), as the kernel's device does)."""
-        done = subprocess.run(["cat", str(self.path / "dev/kmsg")], capture_output=True, check=True)
-        return done.stdout.decode().splitlines()
+        """dev/kmsg's records as dmesg reads them: every one there is, without waiting for more."""
+        return read_kmsg_lines(str(self.path / paths.KMSG))
 
     def client(self, **kwargs: object) -> MemtrackClient:
         return MemtrackClient(str(self.socket), **kwargs)
 
+    def settle(self, timeout: float = 10.0) -> None:
+        """Return once every release from processes that have exited has been processed (their
+        device files' releases, by the driver too, and their socket connections' ends), as
+        ``memtrackfs settle`` does; MemtrackError (ETIMEDOUT) naming what is still pending."""
+        with self.client() as client:
+            client.call("settle", timeout_ms=round(timeout * 1000), timeout=timeout + 30)
+
+    def snapshot(self) -> Snapshot:
+        """What the files show, once settled (as ``memtrackfs snapshot --json``): for ``assert_no_leak``."""
+        self.settle()
+        return take_snapshot(str(self.path))
+
     def umount(self) -> None:
+        if self.driver is not None:
+            stop_process(self.driver)
         if any(m.mountpoint == str(self.path) for m in read_mounts()):
             memtrackfs("umount", str(self.path))
+
+
+def assert_no_leak(before: Snapshot, after: Snapshot) -> None:
+    """AssertionError with ``memtrackfs diff``'s report if any tracker node, leaf, dma-buf or
+    process's usage grew from ``before`` to ``after`` (two ``Mount.snapshot()``)."""
+    text, grew = diff_snapshots(before, after)
+    if grew:
+        raise AssertionError(f"memory grew (memtrackfs diff):\n{text}")
 
 
 def start_mount(base: Path, *options: str, env: Optional[dict[str, str]] = None) -> Mount:
@@ -79,27 +127,26 @@ def start_mount(base: Path, *options: str, env: Optional[dict[str, str]] = None)
     return mount
 
 
-def start_vpu_sim(mount: Mount, *args: str) -> subprocess.Popen:
+def start_vpu_sim(mount: Mount, *args: str) -> launch.DriverProcess:
     """Start ``vpu-sim daemon`` on the mount (the mount's board's driver unless ``--board`` says
-    otherwise); return once its nodes exist: decoder and encoder, or dev/mpp_service."""
-    proc = subprocess.Popen([sys.executable, "-m", "vpu_sim", "daemon", "--mount", str(mount.path), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wait_for(lambda: (mount / "dev/video1").exists() or (mount / "dev/mpp_service").exists() or proc.poll() is not None,
-             what="vpu_sim's nodes")
-    if proc.poll() is not None:
-        raise RuntimeError(f"vpu-sim daemon exited: {proc.stdout.read()}")
-    return proc
+    otherwise); return once it says its nodes are ready (decoder and encoder, or dev/mpp_service).
+    Its output goes to ``vpu-sim.log`` beside the mount point (``.output()``)."""
+    return launch.start_vpu_sim(["daemon", "--mount", str(mount.path), *args],
+                                str(mount.path.parent / "vpu-sim.log"))
+
+
+def vpu_sim_options(**options: Any) -> list[str]:
+    """``vpu-sim daemon`` options from keywords: ``board="imx8qm", fps=60, fault=[...]``."""
+    args: list[str] = []
+    for key, value in options.items():
+        for item in (value if isinstance(value, (list, tuple)) else [value]):
+            args += [f"--{key.replace('_', '-')}", str(item)]
+    return args
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
     """SIGTERM, then SIGKILL if it does not go in time."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    launch.stop(proc, timeout=timeout)
     if proc.stdout is not None:
         proc.stdout.close()
 

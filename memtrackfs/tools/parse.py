@@ -16,6 +16,12 @@ _RK_DEV = re.compile(r"^([0-9a-f]{16}) (.{16}) (.{16}) +(\d+) KiB((?: \S+)*)$")
 _MPP_TOTAL = re.compile(r"^(\S+) Total: (\d+) KiB$")
 _MPP_BUFFER = re.compile(r"^ *\d+: 0x([0-9a-f]{16})\.\.0x([0-9a-f]{16}) \( *\d+ (?:KiB|Bytes)\)$")
 _MPP_SESSION = re.compile(r"^session: pid=(-?\d+) index=(-?\d+)$")
+# rk_dmabuf/sgt: the buffer's prefix on its first segment, spaces on the others, then the segment
+_RK_SGT = re.compile(r"^(?:([0-9a-f]{16}) (.{16}) (.{16}) +(\d+) KiB| {65}) *(\d+): 0x([0-9a-f]{16})\.\.0x([0-9a-f]{16}) ")
+# dma_buf_debug_show(): "%08zu\t%08x\t%08x\t%08ld\t%s\t%08lu\t%s"
+_BUFINFO = re.compile(r"^(\d+)\t([0-9a-f]+)\t([0-9a-f]+)\t(\d+)\t([^\t]*)\t(\d+)\t(.*)$")
+_BITMAP_TOTAL = re.compile(r"^Total: (\d+) KiB$")
+_BITMAP_USED = re.compile(r"^ Used: (\d+) KiB$")
 
 
 class TrackedNode(NamedTuple):
@@ -79,6 +85,85 @@ def parse_rk_dmabuf_dev(text: str) -> list[RkBuffer]:
         buffers.append(RkBuffer(m.group(1), m.group(2).rstrip(), m.group(3).rstrip(), int(m.group(4)),
                                 tuple(m.group(5).split())))
     return buffers
+
+
+class RkSegments(NamedTuple):
+    id: str                               # the buffer's address, as rk_dmabuf/dev shows it
+    segments: tuple[tuple[int, int], ...]  # (DMA address, length in bytes)
+
+
+class BufInfo(NamedTuple):
+    size: int
+    flags: int
+    mode: int
+    count: int            # references: fds and attachments
+    exporter: str
+    ino: int
+    name: Optional[str]   # None for "<none>"
+    devices: tuple[str, ...]  # attached, newest first
+
+
+class CmaBitmap(NamedTuple):
+    total_kib: int
+    used_kib: int
+    allocated: bytes      # one byte per page, 1 = allocated (the bitmap as cma->bitmap holds it)
+
+    def free_ranges(self) -> list[tuple[int, int]]:
+        """(first page, pages) of every run of free pages."""
+        return [(m.start(), m.end() - m.start()) for m in re.finditer(rb"\x00+", self.allocated)]
+
+
+def parse_rk_dmabuf_sgt(text: str) -> list[RkSegments]:
+    """Rockchip's ``proc/rk_dmabuf/sgt``: the scatter list of each mapped buffer, newest first."""
+    found: list[RkSegments] = []
+    for line in _lines(text)[2:]:
+        m = _RK_SGT.match(line)
+        if m is None:
+            raise ValueError(f"malformed rk_dmabuf/sgt line {line!r}")
+        start, end = int(m.group(6), 16), int(m.group(7), 16)
+        if m.group(1) is not None:
+            found.append(RkSegments(m.group(1), ()))
+        elif not found:
+            raise ValueError(f"rk_dmabuf/sgt segment line before any buffer: {line!r}")
+        found[-1] = found[-1]._replace(segments=found[-1].segments + ((start, end - start + 1),))
+    return found
+
+
+def parse_bufinfo(text: str) -> list[BufInfo]:
+    """debugfs ``dma_buf/bufinfo``: every buffer, newest first, with its attached devices. Lines
+    this parser does not know (a kernel's fence lines) are skipped."""
+    buffers: list[BufInfo] = []
+    in_devices = False
+    for line in _lines(text):
+        m = _BUFINFO.match(line)
+        if m is not None:
+            size, flags, mode, count, exporter, ino, name = m.groups()
+            buffers.append(BufInfo(int(size), int(flags, 16), int(mode, 16), int(count), exporter, int(ino),
+                                   None if name == "<none>" else name, ()))
+            in_devices = False
+        elif line == "\tAttached Devices:":
+            in_devices = True
+        elif in_devices and line.startswith("\t") and buffers:
+            buffers[-1] = buffers[-1]._replace(devices=buffers[-1].devices + (line[1:],))
+        else:
+            in_devices = False
+    return buffers
+
+
+def parse_alloc_bitmap(text: str) -> CmaBitmap:
+    """Rockchip's ``proc/rk_dma_heap/alloc_bitmap``: totals, then cma->bitmap as u32 words (bit n of
+    a word is its n-th page), eight a line."""
+    lines = _lines(text)
+    total = _BITMAP_TOTAL.match(lines[0]) if lines else None
+    used = _BITMAP_USED.match(lines[1]) if len(lines) > 1 else None
+    if total is None or used is None:
+        raise ValueError("not an alloc_bitmap file: no 'Total: N KiB' and ' Used: N KiB' lines")
+    pages = int(total.group(1)) // 4
+    allocated = bytearray()
+    for word in " ".join(lines[3:]).split():
+        value = int(word, 16)
+        allocated += bytes((value >> bit) & 1 for bit in range(32))
+    return CmaBitmap(int(total.group(1)), int(used.group(1)), bytes(allocated[:pages]))
 
 
 def parse_first_number(text: str) -> int:

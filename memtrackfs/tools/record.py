@@ -1,69 +1,99 @@
-"""``memtrackfs record`` and ``memtrackfs plot``: memory over time, per instance and for dma-bufs.
+"""``memtrackfs record``: memory over time, as JSON lines, read from the kernel files.
 
-A record is JSON lines, one sample each: seconds since the start, every tracker's total, the
-usage of every node right under a root (the instances), the Rockchip dma-buf size and peak, and
-the KiB each mpp_service device's sessions hold.
+The first line says what the file is (``{"record": "memtrackfs", "version": 2, ...}``); then one
+sample a line: seconds since the start, each tracker's total and its instances (the nodes right
+under the root) with the process that owns each (tgid, pid, command name, whether it still runs:
+memory an exited process's instance still holds is a leak), Rockchip's dma-buf size and peak,
+and the KiB each mpp_service device's sessions hold.
+The command name is read from /proc while the process runs and kept after it has exited.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import IO, Any, Optional
 
+from memtrackfs.processes import identify
 from memtrackfs.tools.snapshot import take_snapshot
 
+FORMAT = "memtrackfs"
+VERSION = 2
 
-def sample(root: str, started: float) -> dict[str, Any]:
-    snap = take_snapshot(root)
-    instances = {path: node["usage"] for tracker in snap["trackers"].values()
-                 for path, node in tracker["nodes"].items() if node["depth"] == 1}
-    dmabuf = snap["dmabuf"] or {}
-    return {"t": round(time.monotonic() - started, 3),
-            "totals": {name: tracker["total"] for name, tracker in snap["trackers"].items()},
-            "instances": instances, "dmabuf_kib": dmabuf.get("size_kib"), "peak_mib": dmabuf.get("peak_mib"),
-            "mpp_kib": (snap["mpp"] or {}).get("devices", {})}
+
+def header(root: str) -> dict[str, Any]:
+    return {"record": FORMAT, "version": VERSION, "root": os.path.abspath(root),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+class Sampler:
+    """Samples the files under ``root``; remembers the command names of processes seen running."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.started = time.monotonic()
+        self._comms: dict[tuple[int, int], str] = {}  # (tgid, start time) -> command name
+
+    def _owner(self, tgid: int) -> tuple[str, bool]:
+        process = identify(tgid) if tgid > 0 else None
+        if process is None:
+            known = [comm for (pid, _), comm in self._comms.items() if pid == tgid]
+            return (known[-1] if known else ""), False
+        if process not in self._comms:
+            try:
+                with open(f"/proc/{tgid}/comm", encoding="utf-8", errors="replace") as f:
+                    self._comms[process] = f.read().rstrip("\n")
+            except OSError:
+                return "", False
+        return self._comms[process], True
+
+    def sample(self) -> dict[str, Any]:
+        snap = take_snapshot(self.root)
+        trackers = {}
+        for name, tracker in snap["trackers"].items():
+            instances = []
+            for path, node in tracker["nodes"].items():
+                if node["depth"] != 1:
+                    continue
+                comm, alive = self._owner(node["tgid"])
+                instances.append({"key": path.split("/", 1)[1], "name": path.split("/", 1)[1].split("[", 1)[0],
+                                  "tgid": node["tgid"], "pid": node["pid"], "comm": comm, "alive": alive,
+                                  "usage": node["usage"]})
+            trackers[name] = {"total": tracker["total"], "instances": instances}
+        dmabuf = snap["dmabuf"] or {}
+        return {"t": round(time.monotonic() - self.started, 3), "trackers": trackers,
+                "dmabuf_kib": dmabuf.get("size_kib"), "peak_mib": dmabuf.get("peak_mib"),
+                "mpp_kib": (snap["mpp"] or {}).get("devices", {})}
 
 
 def record(root: str, interval: float, out: IO[str], duration: Optional[float] = None) -> int:
     """Sample every ``interval`` seconds until ``duration`` passes or Ctrl-C; return the samples taken."""
-    started = time.monotonic()
+    sampler = Sampler(root)
+    out.write(json.dumps(header(root)) + "\n")
     taken = 0
     try:
-        while duration is None or time.monotonic() - started <= duration:
-            out.write(json.dumps(sample(root, started)) + "\n")
+        while duration is None or time.monotonic() - sampler.started <= duration:
+            out.write(json.dumps(sampler.sample()) + "\n")
             out.flush()
             taken += 1
-            time.sleep(max(0.0, started + taken * interval - time.monotonic()))
+            time.sleep(max(0.0, sampler.started + taken * interval - time.monotonic()))
     except KeyboardInterrupt:
         pass
     return taken
 
 
-def plot(record_path: str, png_path: str) -> None:
-    """Draw each instance's usage and the dma-buf total with its peak, over time, into a PNG."""
+def load_record(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The header and the samples of a record file; ValueError naming the file and line if it is not one."""
+    with open(path, encoding="utf-8") as f:
+        lines = [(number, line) for number, line in enumerate(f, 1) if line.strip()]
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise SystemExit("memtrackfs plot needs matplotlib: pip install 'memtrackfs[plot]'") from None
-    with open(record_path, encoding="utf-8") as f:
-        samples = [json.loads(line) for line in f if line.strip()]
-    if not samples:
-        raise ValueError(f"{record_path} holds no samples")
-    times = [s["t"] for s in samples]
-    fig, (tracked, dmabuf) = plt.subplots(2, 1, sharex=True, figsize=(10, 7))
-    for path in dict.fromkeys(p for s in samples for p in s["instances"]):
-        tracked.plot(times, [s["instances"].get(path, 0) / 2**20 for s in samples], label=path)
-    tracked.set_ylabel("tracked MiB (v4l2-memtrack)")
-    tracked.legend(fontsize="small", loc="upper left")
-    dmabuf.plot(times, [(s["dmabuf_kib"] or 0) / 1024 for s in samples], label="rk_dmabuf size")
-    dmabuf.step(times, [s["peak_mib"] or 0 for s in samples], where="post", linestyle="--", label="rk_dmabuf peak")
-    for device in dict.fromkeys(d for s in samples for d in s.get("mpp_kib", {})):
-        dmabuf.plot(times, [s.get("mpp_kib", {}).get(device, 0) / 1024 for s in samples], label=f"mpp {device}")
-    dmabuf.set_ylabel("dma-buf MiB")
-    dmabuf.set_xlabel("seconds")
-    dmabuf.legend(fontsize="small", loc="upper left")
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
+        rows = [json.loads(line) for _, line in lines]
+    except ValueError as exc:
+        raise ValueError(f"{path}: not JSON lines: {exc}") from None
+    if not rows or not isinstance(rows[0], dict) or rows[0].get("record") != FORMAT:
+        raise ValueError(f"{path} is not a memtrackfs record (make one with `memtrackfs record`)")
+    if rows[0].get("version") != VERSION:
+        raise ValueError(f"{path}: a version {rows[0].get('version')} record; this memtrackfs reads version {VERSION}")
+    if len(rows) < 2:
+        raise ValueError(f"{path} holds no samples")
+    return rows[0], rows[1:]

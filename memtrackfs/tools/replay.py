@@ -13,10 +13,10 @@ import sys
 from concurrent.futures import Future
 from typing import BinaryIO, Iterable, Optional, TextIO
 
+from memtrackfs.bundled import traces
 from memtrackfs.client import MemtrackClient, MemtrackError
+from memtrackfs.paths import MEMTRACK_DIR
 from memtrackfs.tools.trace import TraceOp, parse_trace
-
-_MEMTRACK_DIR = "sys/kernel/debug/v4l2-memtrack"
 
 
 class Replayer:
@@ -106,12 +106,15 @@ class Replayer:
         if self.handles.get(op.id) is None:
             print(f"replay: line {op.lineno}: show of a null or dead ID {op.id}: skipped", file=self.err)
             return
-        path = os.path.join(self.mountpoint, _MEMTRACK_DIR, self.root_names[op.id])
+        path = os.path.join(self.mountpoint, MEMTRACK_DIR, self.root_names[op.id])
         with open(path, "rb") as f:
             self.out.write(f.read())
 
 
 def replay(trace_path: str, mountpoint: str, socket_path: Optional[str] = None) -> int:
+    """Replay a trace file, or a trace shipped with memtrackfs given by its name."""
+    if not os.path.exists(trace_path) and trace_path in traces():
+        trace_path = str(traces()[trace_path])
     with open(trace_path, encoding="utf-8") as f:
         ops = list(parse_trace(f))  # a malformed trace is refused before anything is applied
     client = MemtrackClient(socket_path) if socket_path else MemtrackClient.for_mount(mountpoint)

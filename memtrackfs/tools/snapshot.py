@@ -12,12 +12,14 @@ paths, or a mount point) and keeps, as plain JSON:
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
 from collections import Counter
 from typing import Any, Optional
 
+from memtrackfs.paths import MEMTRACK_DIR, MPP_SESSIONS_SUMMARY, RK_DMABUF_DIR
 from memtrackfs.tools.parse import (
     parse_first_number,
     parse_memtrack,
@@ -25,11 +27,23 @@ from memtrackfs.tools.parse import (
     parse_rk_dmabuf_dev,
 )
 
-MEMTRACK_DIR = "sys/kernel/debug/v4l2-memtrack"
-RK_DIR = "proc/rk_dmabuf"
-MPP_SUMMARY = "proc/mpp_service/sessions-summary"
-
 Snapshot = dict[str, Any]
+
+
+def require_kernel_files(root: str) -> None:
+    """OSError saying what is missing when neither the v4l2-memtrack directory nor Rockchip's
+    dma-buf total can be read under ``root``: a snapshot of nothing is a mistake, not a result."""
+    problems = []
+    for path, probe in ((os.path.join(root, MEMTRACK_DIR), os.listdir),
+                        (os.path.join(root, RK_DMABUF_DIR, "size"), lambda p: open(p, "rb").close())):
+        try:
+            probe(path)
+            return
+        except OSError as exc:
+            problems.append(f"{path}: {exc.strerror}")
+    hint = "debugfs is root's: run as root" if any("Permission denied" in p for p in problems) else (
+        "this machine has neither the v4l2-memtrack RFC nor Rockchip's rk_dmabuf; for a mount, give --mount MNT")
+    raise OSError(errno.ENOENT, f"none of the files to read is there ({'; '.join(problems)}): {hint}")
 
 
 def _read(path: str) -> Optional[str]:
@@ -87,7 +101,7 @@ def take_snapshot(root: str = "/") -> Snapshot:
         if text is not None:  # it may go between listing and reading
             trackers[name] = _tracker(text, processes)
     dmabuf: Optional[dict[str, Any]] = None
-    size, peak, dev = (_read(os.path.join(root, RK_DIR, f)) for f in ("size", "peak", "dev"))
+    size, peak, dev = (_read(os.path.join(root, RK_DMABUF_DIR, f)) for f in ("size", "peak", "dev"))
     dmabuf_by_tgid: Counter = Counter()
     if size is not None and dev is not None:
         buffers = {}
@@ -104,7 +118,7 @@ def take_snapshot(root: str = "/") -> Snapshot:
         "root": os.path.abspath(root),
         "trackers": trackers,
         "dmabuf": dmabuf,
-        "mpp": _mpp(_read(os.path.join(root, MPP_SUMMARY))),
+        "mpp": _mpp(_read(os.path.join(root, MPP_SESSIONS_SUMMARY))),
         "processes": {str(t): {"tracked": processes[t], "dmabuf_kib": dmabuf_by_tgid[t]} for t in tgids if t},
     }
 
@@ -205,7 +219,10 @@ def diff_snapshots(a: Snapshot, b: Snapshot) -> tuple[str, bool]:
 
 def load_snapshot(path: str) -> Snapshot:
     with open(path, encoding="utf-8") as f:
-        snap = json.load(f)
+        try:
+            snap = json.load(f)
+        except ValueError as exc:
+            raise ValueError(f"{path}: not JSON: {exc} (make one with `memtrackfs snapshot --json`)") from None
     if not isinstance(snap, dict) or "trackers" not in snap:
         raise ValueError(f"{path} is not a memtrackfs snapshot (make one with `memtrackfs snapshot --json`)")
     return snap

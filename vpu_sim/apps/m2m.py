@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import sys
 import threading
 import time
@@ -18,7 +19,8 @@ from typing import Callable, Optional, Sequence, TextIO
 from memtrackfs.client import MemtrackClient
 from vpu_sim import uapi
 from vpu_sim.apps.hold import hand_over
-from vpu_sim.apps.v4l2 import CAPTURE, OUTPUT, V4l2Device, find_node, fourcc
+from vpu_sim.apps.stall import CmaStallWatch
+from vpu_sim.apps.v4l2 import CAPTURE, OUTPUT, Dequeued, V4l2Device, find_node, fourcc
 
 DECODER_CARD = "amphion vpu decoder"
 ENCODER_CARD = "amphion vpu encoder"
@@ -108,17 +110,25 @@ def _frame_bytes(fmt: uapi.v4l2_format) -> list[int]:
     return [pix.plane_fmt[i].sizeimage for i in range(pix.num_planes)]
 
 
-def _drain(dev: V4l2Device, decoder: bool) -> None:
-    """STOP, then dequeue CAPTURE until the LAST buffer (or EPIPE: already drained)."""
+Dequeue = Callable[[int], Dequeued]
+
+
+def _drain(dev: V4l2Device, decoder: bool, dequeue: Optional[Dequeue] = None) -> None:
+    """STOP, then dequeue CAPTURE until the LAST buffer (or EPIPE: already drained), queueing the
+    others back: the drain still needs CAPTURE buffers for the frames queued before the STOP
+    (the stateful codec interface's Drain section: both queues are handled as usual)."""
+    dequeue = dequeue or dev.dequeue
     dev.stop(decoder)
     while True:
         try:
-            if dev.dequeue(CAPTURE).last:
-                return
+            decoded = dequeue(CAPTURE)
         except OSError as exc:
             if exc.errno == errno.EPIPE:
                 return
             raise
+        if decoded.last:
+            return
+        dev.queue(CAPTURE, decoded.index)
 
 
 def _teardown(dev: V4l2Device) -> None:
@@ -128,13 +138,14 @@ def _teardown(dev: V4l2Device) -> None:
 
 
 def _run_loop(dev: V4l2Device, seconds: float, output_bytes: list[int], progress: Progress,
-              source_change: Optional[Callable[[], None]] = None) -> int:
+              source_change: Optional[Callable[[], None]] = None, dequeue: Optional[Dequeue] = None) -> int:
     """Process frames for ``seconds``: CAPTURE first, since a decoder that meets a new resolution
     ends CAPTURE with a LAST buffer and completes no OUTPUT buffer until CAPTURE restarts."""
+    dequeue = dequeue or dev.dequeue
     frames = 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        decoded = dev.dequeue(CAPTURE)
+        decoded = dequeue(CAPTURE)
         if decoded.last and source_change is not None:
             source_change()
             continue
@@ -162,7 +173,8 @@ def _start_capture(dev: V4l2Device, export: Optional[DisplayExport]) -> uapi.v4l
 def play(dev_dir: str, codec: str, width: int, height: int, seconds: float, progress: Progress,
          export: Optional[DisplayExport] = None) -> int:
     """Decode for ``seconds``; return the frames decoded."""
-    with V4l2Device(find_node(dev_dir, DECODER_CARD)) as dev:
+    with V4l2Device(find_node(dev_dir, DECODER_CARD)) as dev, \
+            CmaStallWatch(dev, os.path.join(dev_dir, "kmsg")) as watch:
         dev.set_format(OUTPUT, fourcc(codec), width, height)
         outputs = dev.request_buffers(OUTPUT, 8)
         # A compressed frame: a fraction of its buffer, as a real bitstream's would be.
@@ -180,8 +192,8 @@ def play(dev_dir: str, codec: str, width: int, height: int, seconds: float, prog
             progress.note("resolution", f"resolution change to {pix.width}x{pix.height}",
                           width=pix.width, height=pix.height)
 
-        frames = _run_loop(dev, seconds, frame, progress, source_change)
-        _drain(dev, decoder=True)
+        frames = _run_loop(dev, seconds, frame, progress, source_change, watch.dequeue)
+        _drain(dev, decoder=True, dequeue=watch.dequeue)
         _teardown(dev)
     return frames
 

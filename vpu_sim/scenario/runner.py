@@ -2,13 +2,16 @@
 
 1. Refuse if a driver already serves the board's node (``MNT/dev/video0``, or
    ``MNT/dev/mpp_service`` on rk3588): the scenario loads its own, with its board and driver faults.
-2. Start ``vpu-sim daemon`` with them and wait for its nodes; idle ``settle`` seconds and read
-   the totals (before).
+2. Start ``vpu-sim daemon`` with them and wait for its readiness line (``memtrackfs.launch``),
+   then print the scenario's own; idle ``settle`` seconds and read the totals (before).
 3. The timeline: each application starts at its ``start`` as a process of its own
    (``python -m vpu_sim play ... --json``, whose JSON lines feed the live view), a ``crash``
    SIGKILLs its application, ``cma-exhaustion`` fills the CMA heap and later frees it.
 4. When every application has exited and every event has passed: idle ``settle`` seconds, read
    the totals (after), stop the daemon (SIGTERM: the driver is removed), print the summary.
+
+SIGINT (Ctrl-C, or ``memtrackfs run`` when its command ends first) cuts the timeline short: the
+applications and the driver are stopped and the summary says when the scenario was interrupted.
 
 A helper a ``keep-dmabufs`` application handed its buffers to is the leak itself: it outlives
 the scenario (for the fault's ``hold`` seconds, or until the mount goes away).
@@ -27,17 +30,17 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, TextIO
 
+from memtrackfs import launch, paths
+from memtrackfs.mounts import runtime_dir
 from vpu_sim.apps.hog import CmaHog
 from vpu_sim.boards import driver_of, node_names
 from vpu_sim.driver import amphion
 from vpu_sim.driver.remote import socket_path
+from vpu_sim.scenario.library import resolve
 from vpu_sim.scenario.spec import App, Scenario, load
 from vpu_sim.scenario.view import LiveView, Stream, Totals, exit_text, summary
 
-MEMTRACK_DIR = "sys/kernel/debug/v4l2-memtrack"
 TICK = 0.1                 # how often the timeline looks at its processes and redraws
-DAEMON_START_TIMEOUT = 15.0
-STOP_TIMEOUT = 10.0
 
 
 class ScenarioError(OSError):
@@ -55,8 +58,9 @@ def _number(path: str, pattern: str) -> Optional[int]:
 
 def read_totals(mount: str) -> Totals:
     """The Amphion tree's total (None where there is none, as on an RK3588) and rk_dmabuf/size."""
-    return Totals(_number(os.path.join(mount, MEMTRACK_DIR, amphion.TRACKER_ROOT), r"Total memory usage: (\d+) bytes"),
-                  _number(os.path.join(mount, "proc/rk_dmabuf/size"), r"Total: (\d+) KiB"))
+    return Totals(_number(os.path.join(mount, paths.MEMTRACK_DIR, amphion.TRACKER_ROOT),
+                          r"Total memory usage: (\d+) bytes"),
+                  _number(os.path.join(mount, paths.RK_DMABUF_SIZE), r"Total: (\d+) KiB"))
 
 
 class AppRun:
@@ -70,6 +74,7 @@ class AppRun:
         self.notes: list[dict[str, object]] = []
         self.error = ""
         self.crashed = False
+        self.stopped = False   # killed because the scenario was cut short
         self.proc: Optional[subprocess.Popen[str]] = None
         self._readers: list[threading.Thread] = []
         self.finished = False  # exited, and its reports read
@@ -109,8 +114,12 @@ class AppRun:
 
     @property
     def status(self) -> str:
-        if self.proc is None or self.proc.returncode is None:
+        if self.proc is None:
+            return "not started"
+        if self.proc.returncode is None:
             return self.state
+        if self.stopped:
+            return "stopped: the scenario was cut short"
         return exit_text(self.proc.returncode, self.error, self.crashed)
 
     def newly_exited(self) -> bool:
@@ -133,6 +142,7 @@ class AppRun:
     def kill(self) -> None:
         if self.state == "running":
             assert self.proc is not None
+            self.stopped = True
             self.proc.kill()
             self.proc.wait()
 
@@ -154,37 +164,31 @@ class ScenarioRun:
         self.out = out
         self.apps = [AppRun(app) for app in scenario.apps]
         self.hog: Optional[CmaHog] = None
-        self.daemon: Optional[subprocess.Popen[str]] = None
+        self.daemon: Optional[launch.DriverProcess] = None
 
     def _start_daemon(self) -> None:
-        nodes = [os.path.join(self.dev_dir, name) for name in node_names(self.scenario.board)]
-        node = nodes[0]
+        node = os.path.join(self.dev_dir, node_names(self.scenario.board)[0])
         if os.path.exists(node):
             raise ScenarioError(f"a VPU driver already serves {node} (is vpu-sim daemon running?); a scenario "
                                 "loads its own driver, with its board and faults: stop that one first")
-        log = tempfile.TemporaryFile(mode="w+")
-        self.daemon = subprocess.Popen([sys.executable, "-m", "vpu_sim", "daemon", "--mount", self.mount,
-                                        *self.scenario.daemon_args()],
-                                       stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, text=True,
-                                       env=self.env)
-        deadline = time.monotonic() + DAEMON_START_TIMEOUT
-        while not all(os.path.exists(path) for path in nodes):
-            if self.daemon.poll() is not None or time.monotonic() > deadline:
-                self._stop_daemon()
-                log.seek(0)
-                raise ScenarioError(f"vpu-sim daemon did not start: {log.read().strip() or 'no output'}")
-            time.sleep(0.02)
-        log.close()
+        os.makedirs(runtime_dir(), mode=0o700, exist_ok=True)
+        fd, log = tempfile.mkstemp(prefix="scenario-driver-", suffix=".log", dir=runtime_dir())
+        os.close(fd)
+        try:
+            self.daemon = launch.start_vpu_sim(["daemon", "--mount", self.mount, *self.scenario.daemon_args()],
+                                               log, env=self.env)
+        except launch.DriverStartError as exc:
+            raise ScenarioError(f"the scenario's driver did not start: {exc}") from None
+        ready = [line for line in self.daemon.output().splitlines() if launch.is_ready_line(line)]
+        self.out.write(f"{ready[0]} (scenario {self.scenario.name})\n")
+        self.out.flush()
 
     def _stop_daemon(self) -> None:
-        if self.daemon is None or self.daemon.poll() is not None:
+        if self.daemon is None:
             return
-        self.daemon.terminate()
-        try:
-            self.daemon.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.daemon.kill()
-            self.daemon.wait()
+        launch.stop(self.daemon)
+        if self.daemon.returncode == 0:
+            os.unlink(self.daemon.log_path)  # kept when the driver failed: an error may name it
 
     def _events(self) -> list[Event]:
         events = []
@@ -226,8 +230,11 @@ class ScenarioRun:
             view.refresh(t)
             time.sleep(TICK)
 
-    def run(self) -> None:
+    def run(self) -> bool:
+        """Play the scenario and print its summary; False if SIGINT cut it short."""
         began = time.monotonic()
+        before = after = Totals(None, None)
+        interrupted: Optional[float] = None
         try:
             self._start_daemon()
             time.sleep(self.scenario.settle)
@@ -238,6 +245,9 @@ class ScenarioRun:
             self._timeline(view)
             time.sleep(self.scenario.settle)
             after = read_totals(self.mount)
+        except KeyboardInterrupt:
+            interrupted = time.monotonic() - began
+            after = read_totals(self.mount)
         finally:
             for app in self.apps:
                 app.kill()
@@ -245,17 +255,20 @@ class ScenarioRun:
                 self.hog.release()
             self._stop_daemon()
         self.out.write(summary(self.scenario.name, time.monotonic() - began, self.apps, before, after,
-                               amphion.TRACKER_ROOT if driver_of(self.scenario.board) == "amphion" else None))
+                               amphion.TRACKER_ROOT if driver_of(self.scenario.board) == "amphion" else None,
+                               interrupted, self.scenario.length))
         self.out.flush()
+        return interrupted is None
 
 
-def run_scenario(path: str, mount: str, out: TextIO = sys.stdout) -> int:
-    """The ``scenario`` command: 0 once the scenario ran, whatever its applications did; 2 for
-    a bad scenario file. It could not run: OSError (ScenarioError), which the command reports."""
+def run_scenario(argument: str, mount: str, out: TextIO = sys.stdout) -> int:
+    """The ``scenario`` command: 0 once the scenario ran, whatever its applications did; 130 if
+    SIGINT cut it short (its summary says so); 2 for a bad scenario file. It could not run:
+    OSError (ScenarioError), which the command reports."""
     try:
+        path = resolve(argument)
         scenario = load(path)
     except ValueError as exc:
         print(f"vpu-sim: scenario: {exc}", file=sys.stderr)
         return 2
-    ScenarioRun(scenario, mount, socket_path(mount), out).run()
-    return 0
+    return 0 if ScenarioRun(scenario, mount, socket_path(mount), out).run() else 130

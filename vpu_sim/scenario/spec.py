@@ -134,6 +134,16 @@ class Scenario:
         return args
 
     @property
+    def length(self) -> float:
+        """Seconds the scenario takes when nothing cuts it short: its timeline between two idle
+        ``settle`` periods (applications may run a little longer than asked)."""
+        ends = [app.start + app.seconds for app in self.apps]
+        ends += [app.crash_at for app in self.apps if app.crash_at is not None]
+        if self.cma_exhaustion is not None:
+            ends.append(self.cma_exhaustion.at + self.cma_exhaustion.seconds)
+        return 2 * self.settle + max(ends)
+
+    @property
     def fault_names(self) -> list[str]:
         names = [str(spec) for spec in self.driver_faults]
         names += ["keep-dmabufs"] * any(app.keep_exports is not None for app in self.apps)

@@ -96,12 +96,17 @@ def _change(before: Optional[int], after: Optional[int], unit: str) -> str:
 
 
 def summary(name: str, duration: float, apps: Sequence[AppState], before: Totals, after: Totals,
-            tree_name: Optional[str]) -> str:
-    """The table of applications, their notes, then the totals (the tree's only if the board has one)."""
+            tree_name: Optional[str], interrupted: Optional[float] = None, length: float = 0.0) -> str:
+    """The table of applications, their notes, then the totals (the tree's only if the board has
+    one); ``interrupted``: when SIGINT cut the scenario short, of the ``length`` it takes in full."""
     rows = [("app", "what", "frames", "peak usage (bytes)", "status")]
     rows += [(app.name, app.what, _joined(app, "frames"), _joined(app, "peak"), app.status) for app in apps]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = [f"scenario {name}: done in {duration:.1f} s"]
+    if interrupted is None:
+        lines = [f"scenario {name}: done in {duration:.1f} s"]
+    else:
+        lines = [f"scenario {name}: INTERRUPTED at {interrupted:.1f} s of about {length:.1f} s "
+                 f"(SIGINT): the applications still running were stopped"]
     lines += ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4] for row in rows]
     for app in apps:
         changes = [note for note in app.notes if note.get("event") == "resolution"]

@@ -1,0 +1,86 @@
+"""The commands speak clearly: --help with descriptions, defaults and examples, --version, errors
+that name their file, a failed mount that says why, tools that say when there is nothing to read."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from memtrackfs.testing.helpers import memtrackfs
+
+MEMTRACKFS = ["mount", "umount", "run", "settle", "snapshot", "diff", "record", "plot", "metrics", "replay", "capture",
+              "load", "scripts"]
+VPU_SIM = ["daemon", "play", "encode", "transcode", "hold", "scenario"]
+
+
+def vpu_sim(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vpu_sim", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("command", MEMTRACKFS)
+def test_every_memtrackfs_command_has_a_description_defaults_and_an_example(command: str) -> None:
+    text = memtrackfs(command, "--help").stdout.decode()
+    usage, description = text.split("\n\n", 2)[:2]
+    assert usage.startswith(f"usage: memtrackfs {command}") and len(description) > 20, text
+    assert "\nexamples:\n  " in text and f"memtrackfs {command}" in text.split("\nexamples:\n")[1], text
+    if "--mount" in text and command not in ("replay", "settle", "load"):
+        assert "(default: /, the real paths" in " ".join(text.split()), text
+
+
+@pytest.mark.parametrize("command", VPU_SIM)
+def test_every_vpu_sim_command_has_a_description_defaults_and_an_example(command: str) -> None:
+    done = vpu_sim(command, "--help")
+    text = " ".join(done.stdout.split())
+    assert done.returncode == 0 and f"examples: vpu-sim {command}" in text, done.stdout
+    assert "--mount MNT the memtrackfs mount point (default: / ," in text
+    if command in ("play", "encode", "transcode"):
+        assert "(default: 1920x1080)" in text and "(default: 10)" in text
+
+
+def test_versions() -> None:
+    assert memtrackfs("--version").stdout == b"memtrackfs 0.1.0\n"
+    assert vpu_sim("--version").stdout == "vpu-sim 0.1.0\n"
+
+
+def test_file_errors_name_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.json"
+    done = memtrackfs("diff", str(missing), str(missing), check=False)
+    assert (done.returncode, done.stderr.decode()) == (1, f"memtrackfs: diff: {missing}: No such file or directory\n")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    done = memtrackfs("diff", str(bad), str(bad), check=False)
+    assert done.returncode == 2 and done.stderr.decode().startswith(f"memtrackfs: diff: {bad}: not JSON: ")
+    done = memtrackfs("record", "--mount", str(tmp_path), "--out", str(tmp_path / "no/dir/r.jsonl"), check=False)
+    assert done.returncode == 1  # nothing to read there, said before anything is written
+    done = memtrackfs("replay", str(tmp_path / "t.trace"), "--mount", str(tmp_path), check=False)
+    assert done.stderr.decode() == f"memtrackfs: replay: {tmp_path / 't.trace'}: No such file or directory\n"
+    done = vpu_sim("scenario", str(tmp_path / "s.toml"))
+    assert (done.returncode, done.stderr) == (
+        2, f"vpu-sim: scenario: {tmp_path / 's.toml'}: No such file or directory\n")
+
+
+def test_snapshot_and_record_where_there_are_no_files_say_so(tmp_path: Path) -> None:
+    for command in (["snapshot"], ["record", "--out", str(tmp_path / "r.jsonl"), "--duration", "1"]):
+        done = memtrackfs(*command, "--mount", str(tmp_path), check=False)
+        assert done.returncode == 1
+        assert done.stderr.decode() == (
+            f"memtrackfs: {command[0]}: none of the files to read is there ({tmp_path}/sys/kernel/debug/v4l2-memtrack: "
+            f"No such file or directory; {tmp_path}/proc/rk_dmabuf/size: No such file or directory): this machine has "
+            "neither the v4l2-memtrack RFC nor Rockchip's rk_dmabuf; for a mount, give --mount MNT\n")
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_a_failed_mount_says_why_on_the_terminal(tmp_path: Path) -> None:
+    """In a private mount namespace /dev/fuse is an empty file: libfuse's mount fails, and its
+    reason, which goes to the daemon's log, is on the terminal too."""
+    fake = tmp_path / "not-fuse"
+    fake.write_text("")
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                           f'mount --bind {fake} /dev/fuse && exec "$@"', "sh", sys.executable, "-m", "memtrackfs",
+                           "mount", str(tmp_path / "mnt"), "--socket", str(tmp_path / "s.sock")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == (f"memtrackfs: mount failed: fuse: mount failed: Invalid argument "
+                           f"(daemon log: {tmp_path / 's.log'})\n")
