@@ -44,6 +44,22 @@ def test_the_options_reach_the_mount_and_the_daemon(vpu_board):
     assert cmdline[cmdline.index("--driver-timeout") + 1] == "2.5"
 '''
 
+# The rk3588: the factory mounts that board's files for its MPP driver; a scenario gets its board's.
+RK3588 = '''
+def test_an_rk3588_board(memtrackfs_factory):
+    board = memtrackfs_factory(board="rk3588", bsp="6.1")
+    assert (board / "dev/mpp_service").exists() and (board / "proc/mpp_service/load").exists()
+    assert not (board / "sys/kernel/debug/v4l2-memtrack").exists()
+    assert board.driver.output().startswith("vpu-sim: ready: rk3588: dev/mpp_service (pid ")
+
+def test_an_rk3588_scenario(memtrackfs_scenario):
+    result = memtrackfs_scenario("rk3588-home-screen")
+    assert result.returncode == 0, result.errors
+    assert result.summary.startswith("vpu-sim: ready: rk3588: dev/mpp_service (pid ")
+    assert "rk_dmabuf/size: before 0 KiB, after 0 KiB (+0)" in result.summary
+    assert (result.mount / "proc/mpp_service").is_dir()
+'''
+
 
 def run_pytest(path: Path, tmp_path: Path, *args: str, cwd: Path | None = None, env: dict | None = None,
                prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
@@ -108,3 +124,10 @@ def test_without_a_usable_fuse_the_tests_are_skipped_saying_why(tmp_path: Path) 
     assert done.returncode == 0 and "1 skipped" in done.stdout, done.stdout + done.stderr
     assert ("memtrackfs: FUSE is not usable on this machine: /dev/fuse is not the FUSE device "
             "(character device 10:229)") in done.stdout
+
+
+def test_an_rk3588_board_and_scenario_from_the_fixtures(tmp_path: Path) -> None:
+    test_file = tmp_path / "test_rk3588.py"
+    test_file.write_text(RK3588)
+    done = run_pytest(test_file, tmp_path)
+    assert done.returncode == 0 and "2 passed" in done.stdout, done.stdout + done.stderr

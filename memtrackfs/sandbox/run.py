@@ -70,11 +70,13 @@ def run(command: Sequence[str], board: Optional[str], bsp: Optional[str], vpu: b
     cleanup = contextlib.ExitStack()
     cut_short = False
     try:
-        mount_board = board if board is not None else _scenario_board(scenario)
+        if board is None and scenario is not None:
+            from vpu_sim.scenario.library import mount_board as scenario_board  # only a scenario needs vpu_sim
+            board = scenario_board(scenario)
         workdir = Workdir.create()
         cleanup.callback(workdir.remove)
         cleanup.callback(_unmount, workdir)
-        _mount(workdir, mount_board, bsp, heap_options)
+        _mount(workdir, board, bsp, heap_options)
         player = None
         if scenario is not None:
             # A file is named from here; a built-in scenario's name goes as it is.
@@ -83,7 +85,7 @@ def run(command: Sequence[str], board: Optional[str], bsp: Optional[str], vpu: b
             cleanup.callback(_print_log, workdir.vpu_log)
             cleanup.callback(launch.stop, player, signal.SIGINT)  # SIGINT: it stops its apps and driver, then sums up
         elif vpu:
-            cleanup.callback(launch.stop, _start_vpu(workdir, "daemon", "--board", _driver_board(mount_board)))
+            cleanup.callback(launch.stop, _start_vpu(workdir, "daemon", "--board", _driver_board(board)))
         env = {**os.environ, "MEMTRACKFS_SOCKET": workdir.socket}
         status = run_in_namespace(command, env, workdir.mnt, workdir.real_proc)
         cut_short = player is not None and player.poll() is None
@@ -103,18 +105,6 @@ def _memtrackfs(*args: str) -> subprocess.CompletedProcess:
     # From /: `python -m` looks in the working directory first (a ./memtrackfs directory would
     # shadow the package), and a daemon's working directory keeps its mount busy.
     return subprocess.run([sys.executable, "-m", "memtrackfs", *args], capture_output=True, text=True, cwd="/")
-
-
-def _scenario_board(scenario: Optional[str]) -> Optional[str]:
-    """A scenario for the RK3588 needs that board's mount; the Amphion ones run on the default."""
-    if scenario is None:
-        return None
-    from vpu_sim.scenario import library, spec  # only a run with a scenario needs vpu_sim
-    try:
-        board = spec.load(library.resolve(scenario)).board
-    except ValueError:
-        return None  # `vpu-sim scenario` reports the bad file itself
-    return board if board == "rk3588" else None
 
 
 def _driver_board(mount_board: Optional[str]) -> str:

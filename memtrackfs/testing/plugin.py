@@ -7,17 +7,22 @@
 
 Fixtures (everything they start is torn down, even when the test fails):
 - ``memtrackfs_factory``: ``memtrackfs_factory(board=None, heaps=None, driver_timeout=None,
-  **vpu_sim_options)`` mounts a fresh memtrackfs in the test's temp dir and returns its
-  ``memtrackfs.testing.helpers.Mount``; with a ``board`` (``"imx8qxp"``, ``"imx8qm"``),
-  ``vpu-sim daemon`` serves dev/video0 and dev/video1 on it. ``heaps`` as ``--heap`` takes them
-  (``["system", "cma=64M"]``); ``fps=60``, ``allocator="dma-sg"``, ``fault=[...]`` go to the daemon.
+  files=None, bsp=None, **vpu_sim_options)`` mounts a fresh memtrackfs in the test's temp dir and
+  returns its ``memtrackfs.testing.helpers.Mount``; with a ``board`` (``"imx8qxp"``, ``"imx8qm"``:
+  dev/video0 and dev/video1; ``"rk3588"``: dev/mpp_service), that board's ``vpu-sim daemon``
+  serves its nodes. ``files``: the board profile of the mount's files (``memtrackfs mount
+  --board``; default: ``"rk3588"`` for the rk3588, whose driver needs it, else every file, as
+  ``memtrackfs run`` mounts by default); ``bsp``: rk3588's BSP (``"6.1"``). ``heaps`` as
+  ``--heap`` takes them (``["system", "cma=64M"]``); ``fps=60``, ``allocator="dma-sg"``,
+  ``fault=[...]`` go to the Amphion daemon.
 - ``memtrackfs_mount``: a mount without a driver (``.path``, ``.socket``, ``/ "proc/..."``,
   ``.read()``, ``.tree()``, ``.kmsg()``, ``.client()``, ``.settle()``, ``.snapshot()``).
 - ``vpu_board``: a mount with the daemon; ``@pytest.mark.vpu_board(board="imx8qm", fps=60)``
   changes its options.
 - ``memtrackfs_scenario``: ``memtrackfs_scenario("driver-leak")`` plays a scenario (a built-in
-  name or a file) on a fresh mount and returns its result: ``.summary`` (what it printed),
-  ``.returncode``, ``.mount`` (to look at what it left behind).
+  name or a file) on a fresh mount (of its board's files for an rk3588 one) and returns its
+  result: ``.summary`` (what it printed), ``.returncode``, ``.mount`` (to look at what it left
+  behind).
 
 Options (command line, or ini keys in pytest.ini / pyproject.toml): ``--memtrackfs-board``
 (``memtrackfs_board``, default imx8qxp), ``--memtrackfs-heap`` repeatable (``memtrackfs_heaps``,
@@ -36,6 +41,7 @@ from typing import Any, Iterator, Optional, Protocol, Sequence
 
 import pytest
 
+from memtrackfs.model.boards import board as board_profile
 from memtrackfs.testing.helpers import Mount, fuse_unusable, start_mount, start_vpu_sim, vpu_sim_options
 
 DEFAULT_BOARD = "imx8qxp"
@@ -75,7 +81,8 @@ def _defaults(config: pytest.Config) -> Defaults:
 
 class MountFactory(Protocol):
     def __call__(self, *, board: Optional[str] = None, heaps: Optional[Sequence[str]] = None,
-                 driver_timeout: Optional[float] = None, **vpu_sim: Any) -> Mount: ...
+                 driver_timeout: Optional[float] = None, files: Optional[str] = None, bsp: Optional[str] = None,
+                 **vpu_sim: Any) -> Mount: ...
 
 
 @pytest.fixture
@@ -88,10 +95,14 @@ def memtrackfs_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     made: list[Mount] = []
 
     def make(*, board: Optional[str] = None, heaps: Optional[Sequence[str]] = None,
-             driver_timeout: Optional[float] = None, **vpu_sim: Any) -> Mount:
+             driver_timeout: Optional[float] = None, files: Optional[str] = None, bsp: Optional[str] = None,
+             **vpu_sim: Any) -> Mount:
         base = tmp_path / f"memtrackfs-{len(made)}"
         base.mkdir()
+        if files is None and board is not None and board_profile(board).vpu == "mpp":
+            files = board  # the MPP driver serves only a mount of its own board
         options = ["--driver-timeout", str(driver_timeout if driver_timeout is not None else defaults.driver_timeout)]
+        options += [*(["--board", files] if files is not None else []), *(["--bsp", bsp] if bsp is not None else [])]
         options += [f"--heap={heap}" for heap in (heaps if heaps is not None else defaults.heaps)]
         mount = start_mount(base, *options)
         made.append(mount)
@@ -141,7 +152,8 @@ def memtrackfs_scenario(memtrackfs_factory: MountFactory) -> ScenarioPlayer:
     """Play a scenario (``vpu-sim scenario``: its own driver and applications) on a fresh mount."""
     def play(scenario: str, *, heaps: Optional[Sequence[str]] = None, driver_timeout: Optional[float] = None,
              timeout: float = 300) -> ScenarioResult:
-        mount = memtrackfs_factory(heaps=heaps, driver_timeout=driver_timeout)
+        from vpu_sim.scenario.library import mount_board  # only a scenario needs vpu_sim
+        mount = memtrackfs_factory(heaps=heaps, driver_timeout=driver_timeout, files=mount_board(scenario))
         done = subprocess.run([sys.executable, "-m", "vpu_sim", "scenario", scenario, "--mount", str(mount.path)],
                               capture_output=True, text=True, timeout=timeout)
         return ScenarioResult(mount, done.returncode, done.stdout, done.stderr)

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
+
+from vpu_sim.boards import driver_of
 
 BUILTIN = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -28,6 +31,18 @@ def resolve(argument: str) -> str:
         raise ValueError(f"{argument}: no such file, nor a built-in scenario "
                          f"(built-in: {', '.join(builtin_scenarios())}; `vpu-sim scenario --list`)")
     return str(found)
+
+
+def mount_board(argument: str) -> Optional[str]:
+    """The board a mount must have for the scenario ``argument`` names: rk3588 for its MPP driver;
+    None (the default mount) for the Amphion boards, and for a scenario that does not load
+    (``vpu-sim scenario`` reports that itself)."""
+    from vpu_sim.scenario.spec import load
+    try:
+        board = load(resolve(argument)).board
+    except ValueError:
+        return None
+    return board if driver_of(board) == "mpp" else None
 
 
 def summary_line(path: Path) -> str:
