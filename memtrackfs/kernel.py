@@ -21,7 +21,7 @@ from memtrackfs.model.boards import Board, board
 from memtrackfs.model.devices import DeviceTable
 from memtrackfs.model.dmabuf import DmaBufTable
 from memtrackfs.model.files import OpenFile, OpenFileTable
-from memtrackfs.model.heaps import HeapSpec, build_heaps
+from memtrackfs.model.heaps import CmaHeap, HeapSpec, build_heaps, first_cma_heap
 from memtrackfs.model.kmsg import LEVEL_WARNING, KernelLog
 from memtrackfs.model.mpp import MppService
 from memtrackfs.model.tracker import Node, NotifyCallback, Tracker, debug_sites
@@ -39,6 +39,10 @@ class Kernel:
         self.log = KernelLog(lambda: int((clock() - boot) * 1_000_000), debug_sites())
         self.tracker = Tracker(self.log)
         self.heaps = build_heaps(board.heaps if heaps is None else heaps, self.log)
+        # The CMA heap whose pages proc/rk_dma_heap/alloc_bitmap shows (Rockchip has one): the
+        # board's, else the first configured; None if there is no such CMA heap.
+        shown = self.heaps.get(board.bitmap_heap) if board.bitmap_heap else first_cma_heap(self.heaps)
+        self.bitmap_heap: Optional[CmaHeap] = shown if isinstance(shown, CmaHeap) else None
         self.dmabufs = DmaBufTable()
         self.mpp = MppService(board.mpp, self.dmabufs) if board.mpp is not None else None
         self.devices = DeviceTable()

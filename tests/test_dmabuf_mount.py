@@ -106,6 +106,18 @@ def test_views_through_the_mount(board: Mount) -> None:
         app.call("map", attachment=scanout)
         assert cat(board, f"{RK}/sgt").endswith(
             " gem              drm                       8 KiB   0: 0x0000000010026000..0x0000000010027fff (         8 KiB)\n")
+        # A device behind an IOMMU sees it where its driver maps it: the segments given (the newest
+        # attachment's scatter list is the one shown).
+        iommu = app.call("attach", buffer=prime, device="fdc38100.rkvdec-core")["attachment"]
+        for bad in ([[0xFFFF0000, 4096]], [[0xFFFF0000, 0], [0, 8192]], [[0xFFFF0000]], [[2**64 - 4096, 8192]], []):
+            with pytest.raises(MemtrackError) as info:
+                app.call("map", attachment=iommu, segments=bad)
+            assert info.value.errno_name == "EINVAL", bad
+        app.call("map", attachment=iommu, segments=[[0xFFFF0000, 4096], [0xFFFE0000, 4096]])
+        assert cat(board, f"{RK}/sgt").endswith(
+            " gem              drm                       8 KiB   0: 0x00000000ffff0000..0x00000000ffff0fff (         4 KiB)\n"
+            + " " * 65 + "   1: 0x00000000fffe0000..0x00000000fffe0fff (         4 KiB)\n")
+        app.call("detach", attachment=iommu)
         app.call("put", buffer=prime)
         assert app.call("detach", attachment=scanout)["released"] is True
         assert cat(board, BUFINFO) == (
@@ -147,6 +159,7 @@ def test_cma_fills_fails_with_enomem_and_recovers_after_frees(board: Mount) -> N
             app.call("put", buffer=buf)
         cma = app.call("heaps")["heaps"][1]
         assert cma == {"name": "cma", "kind": "cma", "capacity": MiB, "used": 512 * KiB, "free": 512 * KiB,
+                       "rockchip": False, "bitmap": True,  # the one alloc_bitmap shows
                        "base": 0x1000_0000, "free_ranges": 4, "largest_free": 128 * KiB}
         assert cat(board, BITMAP) == ("Total: 1024 KiB\n Used: 512 KiB\n\n"
                                       + " ".join(["00000000", "FFFFFFFF"] * 4) + "\n")

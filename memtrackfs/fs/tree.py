@@ -17,7 +17,6 @@ from memtrackfs.fs.entries import (
 from memtrackfs.kernel import Kernel
 from memtrackfs.model.boards import MEMTRACK, MPP_SERVICE, RK_DMA_HEAP, RK_DMABUF, RK_HEAP_BITMAP
 from memtrackfs.model.dmabuf import DmaBuf, DmaBufTable
-from memtrackfs.model.heaps import CmaHeap, first_cma_heap
 from memtrackfs.model.mpp import MppService
 from memtrackfs.model.tracker import Node
 from memtrackfs.render.dma_buf import (
@@ -127,8 +126,8 @@ def proc_entries(kernel: Kernel) -> dict[str, Entry]:
         rk_heaps = [heap for heap in kernel.heaps.values() if heap.rockchip]
         rk_dma_heap["dma_heap_info"] = GeneratedFile(lambda: render_rk_dma_heap_info(rk_heaps, dmabufs),
                                                      _read_only_0644)
-    bitmap = kernel.heaps.get(board.bitmap_heap) if board.bitmap_heap else first_cma_heap(kernel.heaps)
-    if isinstance(bitmap, CmaHeap):
+    bitmap = kernel.bitmap_heap
+    if bitmap is not None:
         # Rockchip shows the bitmap of its one CMA heap.
         rk_dma_heap["alloc_bitmap"] = GeneratedFile(lambda: render_rk_dma_heap_alloc_bitmap(bitmap))
     if board.has(RK_HEAP_BITMAP) or board.has(RK_DMA_HEAP):

@@ -249,6 +249,9 @@ class DmaBufTable:
         attachment = self.attachment(attachment_id, holder)
         if attachment.mapped:
             raise KernelError(errno.EBUSY, f"attachment {attachment_id} is already mapped: unmap it first")
+        if segments is not None and sum(length for _, length in segments) != attachment.buffer.size:
+            raise KernelError(errno.EINVAL, f"the segments map {sum(length for _, length in segments)} bytes, "
+                                            f"not the buffer's {attachment.buffer.size}")
         attachment.mapped = True
         mapping = attachment.buffer.segments if segments is None else tuple(Segment(*s) for s in segments)
         if attachment.buffer.caches_sgt and attachment.sgt is None:

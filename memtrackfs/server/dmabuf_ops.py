@@ -137,11 +137,27 @@ def op_detach(session: "Session", request: dict[str, Any]) -> Reply:
         return {"released": k.dmabufs.detach(attachment_id, session)}
 
 
+def _segments(request: dict[str, Any]) -> Optional[list[tuple[int, int]]]:
+    """``segments``: ``[[address, length], ...]``, where a device behind an IOMMU sees the buffer
+    (they must cover its size); absent or null: its memory, as a device without one sees it."""
+    value = request.get("segments")
+    if value is None:
+        return None
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(pair, list) and len(pair) == 2 and all(type(v) is int for v in pair)
+                       and 0 <= pair[0] and 0 < pair[1] <= MAX_BUFFER_BYTES and pair[0] + pair[1] <= 2**64
+                       for pair in value)):
+        raise KernelError(errno.EINVAL, "field 'segments' must be a non-empty list of [address, length] with "
+                                        f"a length of 1..{MAX_BUFFER_BYTES} and the range below 2^64")
+    return [(address, length) for address, length in value]
+
+
 def op_map(session: "Session", request: dict[str, Any]) -> Reply:
     """dma_buf_map_attachment(): the scatter list the device sees."""
     attachment_id = _attachment_id(request)
+    requested = _segments(request)
     with session.kernel.transaction() as k:
-        segments = k.dmabufs.map(attachment_id, session)
+        segments = k.dmabufs.map(attachment_id, session, requested)
     return {"segments": [{"address": address, "length": length} for address, length in segments]}
 
 
@@ -152,9 +168,10 @@ def op_unmap(session: "Session", request: dict[str, Any]) -> Reply:
     return {}
 
 
-def _heap_info(heap: Heap) -> Reply:
+def _heap_info(kernel: Kernel, heap: Heap) -> Reply:
     info: Reply = {"name": heap.name, "kind": heap.kind, "capacity": heap.capacity,
-                   "used": heap.used, "free": heap.capacity - heap.used}
+                   "used": heap.used, "free": heap.capacity - heap.used,
+                   "rockchip": heap.rockchip, "bitmap": heap is kernel.bitmap_heap}
     if heap.area is not heap:
         info["shares"] = heap.area.name  # one memory under several heap names
     area = heap.area
@@ -168,7 +185,7 @@ def _heap_info(heap: Heap) -> Reply:
 def op_heaps(session: "Session", request: dict[str, Any]) -> Reply:
     """Every heap: capacity and usage in bytes; for CMA heaps the base and fragmentation too."""
     with session.kernel.transaction() as k:
-        return {"heaps": [_heap_info(heap) for heap in k.heaps.values()]}
+        return {"heaps": [_heap_info(k, heap) for heap in k.heaps.values()]}
 
 
 def op_buffers(session: "Session", request: dict[str, Any]) -> Reply:
