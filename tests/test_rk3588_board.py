@@ -18,6 +18,7 @@ from typing import Iterator
 
 import pytest
 
+from memtrackfs import paths
 from memtrackfs.client import MemtrackClient
 from memtrackfs.testing.helpers import Mount, start_mount, start_vpu_sim, stop_process, wait_for
 from memtrackfs.tools import plot
@@ -82,6 +83,39 @@ def test_each_board_has_its_files(tmp_path: Path, board: str, present: list[str]
         assert not any(path in files for path in absent), files
     finally:
         mount.umount()
+
+
+def test_every_path_the_tools_read_is_where_a_mount_has_it(tmp_path: Path) -> None:
+    """memtrackfs/paths.py (where the tools read) and fs/tree.py (what a mount has) spell the
+    paths apart: every path must be on the union mount or on an rk3588 one (6.1: every file)."""
+    (tmp_path / "union").mkdir()
+    (tmp_path / "rk3588").mkdir()
+    mounts = [start_mount(tmp_path / "union"), start_mount(tmp_path / "rk3588", "--board", "rk3588", "--bsp", "6.1")]
+    try:
+        defined = {name: value for name, value in vars(paths).items() if name.isupper() and isinstance(value, str)}
+        assert len(defined) > 15
+        assert [name for name, value in defined.items() if not any((m / value).exists() for m in mounts)] == []
+    finally:
+        for mount in mounts:
+            mount.umount()
+
+
+def test_the_mpp_driver_says_when_it_is_ready_and_run_waits_for_it(tmp_path: Path) -> None:
+    mount = start_mount(tmp_path, "--board", "rk3588")
+    try:
+        daemon = start_vpu_sim(mount)
+        try:
+            assert daemon.output() == f"vpu-sim: ready: rk3588: dev/mpp_service (pid {daemon.pid})\n"
+            assert (mount / "dev/mpp_service").exists()  # the line comes after it
+        finally:
+            stop_process(daemon)
+    finally:
+        mount.umount()
+    # memtrackfs run starts the board's driver and runs COMMAND once it has said so: the node is
+    # there (one registered after COMMAND starts would not be in its /dev).
+    done = subprocess.run([sys.executable, "-m", "memtrackfs", "run", "--board", "rk3588", "--", "test", "-e",
+                           "/dev/mpp_service"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (0, "")
 
 
 def test_the_bsp_decides_the_mpp_service_files(rk3588: Mount) -> None:
