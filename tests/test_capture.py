@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers.rk3588 import hold_rk3588_state, release
 from memtrackfs.testing.helpers import Mount, memtrackfs, wait_for
 
 CONTROL = "sys/kernel/debug/dynamic_debug/control"
@@ -17,7 +18,7 @@ CONTROL = "sys/kernel/debug/dynamic_debug/control"
 
 def capture(mount: Mount, out: Path) -> dict[str, str]:
     done = memtrackfs("capture", "--mount", str(mount.path), "-o", str(out))
-    assert done.stdout.decode().startswith(f"memtrackfs: captured ")
+    assert done.stdout.decode().startswith("memtrackfs: captured ")
     return json.loads(out.read_text())["files"]
 
 
@@ -73,6 +74,47 @@ def test_a_board_captured_and_loaded_into_a_fresh_mount_reads_the_same(memtrackf
     os.kill(holder_pid(loaded.stdout), signal.SIGTERM)
     wait_for(lambda: fresh.read("proc/rk_dmabuf/size") == b"Total: 0 KiB\n" and not os.listdir(
         fresh / "sys/kernel/debug/v4l2-memtrack"), what="the unload")
+
+
+def test_an_rk3588_board_captured_and_loaded_reads_the_same_but_for_its_mpp_sessions(
+        memtrackfs_factory, tmp_path: Path) -> None:
+    board: Mount = memtrackfs_factory(files="rk3588", bsp="6.1")
+    compositor = subprocess.Popen([sys.executable, "-m", "vpu_sim", "compositor", "--mount", str(board.path)],
+                                  stdout=subprocess.PIPE, text=True)
+    state = hold_rk3588_state(board)
+    try:
+        assert compositor.stdout.readline().startswith("compositing 11 dma-bufs, 65552 KiB")
+        (board / "proc/mpp_service/timing_en").write_text("0\n")
+        (board / "proc/mpp_service/load_interval").write_text("1000\n")
+        (board / "proc/rk_dmabuf/peak").write_text("0\n")
+        with board.client() as client:  # a peak above the buffers: a 40 MiB one came and went
+            client.call("put", buffer=client.call("heap_alloc", heap="system", bytes=40 << 20)["buffer"])
+        before = capture(board, tmp_path / "rk3588.json")
+    finally:
+        compositor.terminate()
+        compositor.wait()
+        release(state)
+    assert "sys/kernel/debug/v4l2-memtrack" not in json.dumps(sorted(before))  # the board has none
+    assert before["proc/mpp_service/sessions-summary"].count("session: pid=") == 1
+    assert "-non dmabuf\n\tAlloc by (rkisp " in before["proc/rk_dma_heap/dma_heap_info"]
+    assert before["proc/rk_dma_heap/dma_heap_info"] == before["sys/kernel/debug/rk_dma_heap/dma_heap_info"]
+    assert "fdc38100.rkvdec-core      load:  42.50% utilization:  39.00%\n" in before["proc/mpp_service/load"]
+    assert " 0x00000000ff" in before["proc/rk_dmabuf/sgt"]  # the camera buffer at the decoder's IOVA
+
+    fresh: Mount = memtrackfs_factory(files="rk3588", bsp="6.1")
+    loaded = memtrackfs("load", str(tmp_path / "rk3588.json"), "--mount", str(fresh.path))
+    assert loaded.stdout.decode().startswith(f"memtrackfs: loaded {tmp_path / 'rk3588.json'} into {fresh.path}: "
+                                             "tracker roots none; 15 dma-bufs, ")
+    assert loaded.stderr.decode() == (
+        "memtrackfs: load: proc/mpp_service/sessions-summary: the sessions (fdc38100.rkvdec-core 9216 KiB) are not "
+        "made again (an MPP driver's, for the board's processes); their buffers are loaded, attached as captured\n")
+    after = capture(fresh, tmp_path / "again.json")
+    different = sorted(path for path in set(before) | set(after) if before.get(path) != after.get(path))
+    assert different == ["dev/kmsg", "proc/mpp_service/sessions-summary"]  # see the README: not recreated
+    assert after["proc/mpp_service/sessions-summary"] == ""
+    os.kill(holder_pid(loaded.stdout), signal.SIGTERM)
+    wait_for(lambda: fresh.read("proc/rk_dmabuf/size") == b"Total: 0 KiB\n"
+             and fresh.read("proc/rk_dma_heap/dma_heap_info") == b"\nTotal : 0x0 (0 KiB)\n", what="the unload")
 
 
 def test_a_capture_that_cannot_be_loaded_changes_nothing(memtrackfs_factory, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from memtrackfs.render.mpp_service import (
 )
 from memtrackfs.render.rk_dma_heap import render_rk_dma_heap_info, render_rk_total_pools_kb
 from memtrackfs.render.rk_dmabuf import render_rk_dmabuf_dev, render_rk_dmabuf_sgt
+from memtrackfs.tools.parse import DmaHeapInfo, HeapAllocation, parse_dma_heap_info, parse_mpp_load
 
 KiB, MiB = 1 << 10, 1 << 20
 APP, DRIVER = "app", "driver"   # holders: the application's process, the mpp driver
@@ -160,6 +161,26 @@ def test_dma_heap_info_lists_the_rk_heaps_buffers_and_contiguous_allocations() -
         b"\tAlloc by (rkisp               )\t[0x0000000010803000-0x0000000010806fff]\t0x0000000000004000 (16 KiB)\n"
         b"\nTotal : 0x7000 (28 KiB)\n")
     assert render_rk_total_pools_kb() == b"0\n"
+    # What memtrackfs capture/load and metrics read back: every record, the unfinished one apart.
+    info = parse_dma_heap_info(render_rk_dma_heap_info([heap], k.dmabufs).decode())
+    assert info == DmaHeapInfo(
+        [HeapAllocation("rk-dma-heap-cma", "(null)", 0x10802000, 4 * KiB, 43, ()),
+         HeapAllocation("rk-dma-heap-cma", "1234-camera", 0x10800000, 8 * KiB, 42,
+                        ("fdd90000.vop", "fdc38100.rkvdec-core")),
+         HeapAllocation("rk-dma-heap-cma", "rkisp", 0x10803000, 16 * KiB, None, ())],
+        ["rk-dma-heap-cma"], 28 * KiB)
+
+
+@pytest.mark.parametrize("text", [
+    "", "Total : 0x0 (0 KiB)\n", "junk\nTotal : 0x0 (0 KiB)\n",
+    "dma-heap:<h> -non dmabuf\n\tAlloc by (x)\t[0x0000000000001000-0x0000000000001fff]\t0x0000000000002000 (8 KiB)\n"
+    "\nTotal : 0x0 (0 KiB)\n",  # a range that is not its size
+    "dma-heap:<h> -dmabuf\ti_ino = 5\n\tAlloc by (x)\t[0x0000000000001000-0x0000000000001fff]\t0x0000000000001000 "
+    "(4 KiB)\n\t\tAttached Devices:\n\t\tvop\nTotal 2 devices attached\n\n\nTotal : 0x0 (0 KiB)\n",  # 1 device, not 2
+])
+def test_a_malformed_dma_heap_info_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_dma_heap_info(text)
 
 
 def test_the_constant_files() -> None:
@@ -201,6 +222,10 @@ def test_load_asks_for_an_interval_then_lists_every_core() -> None:
     assert lines[0] == b"fdb50400.vdpu             load:   0.00% utilization:   0.00%"
     assert b"fdc38100.rkvdec-core      load:  12.34% utilization:  56.78%" in lines
     assert lines[-2] == b"av1d-master               load:   0.00% utilization:   0.00%" and len(lines) == 14
+    loads = parse_mpp_load(render_mpp_load(k.mpp).decode())
+    assert len(loads) == 13 and loads["fdc38100.rkvdec-core"] == (1234, 5678) and loads["av1d-master"] == (0, 0)
+    k.mpp.load_interval = 0
+    assert parse_mpp_load(render_mpp_load(k.mpp).decode()) == {}
 
 
 @pytest.mark.parametrize("written, value", [(b"1000\n", 1000), (b"0x3e8", 1000), (b"01750", 1000), (b"+7", 7),

@@ -16,13 +16,18 @@ from memtrackfs.tools.kmsg import read_kmsg_lines
 from memtrackfs.tools.parse import (
     BufInfo,
     CmaBitmap,
+    DmaHeapInfo,
     TrackedNode,
     parse_alloc_bitmap,
     parse_bufinfo,
+    parse_dma_heap_info,
     parse_first_number,
     parse_memtrack,
+    parse_mpp_load,
+    parse_mpp_sessions_summary,
     parse_rk_dmabuf_dev,
     parse_rk_dmabuf_sgt,
+    parse_u32,
 )
 
 Files = dict[str, str]  # relative path -> text, as captured
@@ -32,7 +37,7 @@ class Loader(Protocol):
     """What a kind's loader may use: the socket, the mount, and a word for the user."""
 
     mount: str
-    cma_taken: list[tuple[int, int]]  # (first page, pages) the loaded dma-bufs took in the CMA heap
+    placed: list[tuple[int, int]]  # (address, bytes) of CMA memory loaded buffers and allocations took
 
     def call(self, op: str, **fields: Any) -> dict[str, Any]: ...
 
@@ -132,6 +137,7 @@ def _tracker_apply(loader: Loader, trees: list[tuple[str, list[TrackedNode]]]) -
 
 PAGE = 4096
 Runs = list[tuple[int, int]]  # (first page, pages)
+Heaps = dict[str, dict[str, Any]]  # the mount's heaps by name, as the socket's ``heaps`` describes them
 
 
 @dataclass
@@ -142,7 +148,8 @@ class Buffer:
     name: Optional[str]
     count: int                  # references, or 0 if the files do not show them
     devices: tuple[str, ...]    # attached, newest first
-    segments: tuple[tuple[int, int], ...]  # its scatter list if mapped (rk_dmabuf/sgt), else ()
+    segments: tuple[tuple[int, int], ...]  # the mapping rk_dmabuf/sgt shows (its exporter keeps it), else ()
+    address: Optional[int] = None  # where its memory starts, if a file shows it (dma_heap_info)
 
     @property
     def pages(self) -> int:
@@ -153,7 +160,7 @@ class Buffer:
 class DmaBufState:
     buffers: list[Buffer]       # oldest first: the order to export them in
     peak_mib: Optional[int]
-    used: Optional[Runs]        # the CMA heap's used pages (alloc_bitmap), where buffers were
+    used: Optional[Runs]        # the used pages of the CMA heap alloc_bitmap shows, where buffers were
 
 
 def subtract(runs: Runs, taken: Runs) -> Runs:
@@ -198,6 +205,11 @@ def _dmabuf_parse(files: Files) -> Optional[DmaBufState]:
                    sorted(_sysfs_buffers(files), reverse=True)]
     if not buffers and peak is None:
         return None
+    heap_info = _heap_info_parse(files)
+    if heap_info is not None:  # the rk heaps' buffers: where each one's memory is
+        addresses = {a.ino: a.address for a in heap_info[0].allocations if a.ino is not None}
+        for buf in buffers:
+            buf.address = addresses.get(buf.ino)
     bitmap = _heap_parse(files)
     used = None if bitmap is None else subtract([(0, len(bitmap.allocated))], bitmap.free_ranges())
     return DmaBufState(list(reversed(buffers)), peak, used)
@@ -214,49 +226,73 @@ def _sysfs_buffers(files: Files) -> list[tuple[int, str, int]]:
     return found
 
 
-def _places(state: DmaBufState, in_cma: list[bool], cma: Optional[dict[str, Any]]) -> list[Optional[int]]:
-    """Where each buffer of the CMA heap goes: a mapped one where its scatter list says, the others
-    first-fit into the pages alloc_bitmap showed used; None: wherever the heap puts it."""
+def _default_cma(heaps: Heaps) -> Optional[dict[str, Any]]:
+    """Where a driver's export takes its memory when no heap is named: the first CMA heap outside
+    Rockchip's rk_dma_heap, as the socket's ``export`` does."""
+    return next((heap for heap in heaps.values() if heap["kind"] == "cma" and not heap["rockchip"]), None)
+
+
+def _cma_area(heaps: Heaps, buf: Buffer) -> Optional[dict[str, Any]]:
+    """The CMA heap whose memory a buffer will be in (a heap's own buffer: that heap's memory, a
+    driver's export: the default CMA heap's); None for system memory, which places nothing."""
+    heap = heaps.get(buf.exporter) or _default_cma(heaps)
+    if heap is None or heap["kind"] != "cma":
+        return None
+    return heaps[heap.get("shares", heap["name"])]
+
+
+def _inside(area: dict[str, Any], address: int, size: int) -> bool:
+    offset = address - area["base"]
+    return offset >= 0 and not offset % PAGE and offset + size <= area["capacity"]
+
+
+def _pages(area: dict[str, Any], placed: list[tuple[int, int]]) -> Runs:
+    """(first page, pages) in ``area`` of the (address, bytes) ranges that lie in it."""
+    return [((address - area["base"]) // PAGE, -(-size // PAGE)) for address, size in placed
+            if _inside(area, address, size)]
+
+
+def _places(state: DmaBufState, heaps: Heaps, areas: list[Optional[dict[str, Any]]]) -> list[Optional[int]]:
+    """Where each buffer in a CMA heap goes: where a file shows its memory (dma_heap_info; else a
+    single-segment scatter list inside the heap: a device without an IOMMU sees the memory itself),
+    the others of the heap alloc_bitmap shows first-fit into the pages it showed used; None:
+    wherever the heap puts it."""
     places: list[Optional[int]] = [None] * len(state.buffers)
-    if cma is None:
+    placed: list[tuple[int, int]] = []
+    for i, (buf, area) in enumerate(zip(state.buffers, areas)):
+        known = buf.address if buf.address is not None else (buf.segments[0][0] if len(buf.segments) == 1 else None)
+        if area is not None and known is not None and _inside(area, known, buf.pages * PAGE):
+            places[i] = known
+            placed.append((known, buf.pages * PAGE))
+    bitmap = next((heap for heap in heaps.values() if heap["bitmap"]), None)
+    if bitmap is None:
         return places
-    base, pages = cma["base"], cma["capacity"] // PAGE
-    taken: Runs = []
-    for i, buf in enumerate(state.buffers):
-        if in_cma[i] and len(buf.segments) == 1:
-            start, offset = divmod(buf.segments[0][0] - base, PAGE)
-            if not offset and 0 <= start and start + buf.pages <= pages:
-                places[i] = buf.segments[0][0]
-                taken.append((start, buf.pages))
-    gaps = subtract(state.used or [], taken)
-    for i, buf in enumerate(state.buffers):
-        if in_cma[i] and places[i] is None:
-            fit = next(((start, count) for start, count in gaps if count >= buf.pages and start + buf.pages <= pages),
-                       None)
+    gaps = subtract(state.used or [], _pages(bitmap, placed))
+    for i, (buf, area) in enumerate(zip(state.buffers, areas)):
+        if area is bitmap and places[i] is None:
+            fit = next(((start, count) for start, count in gaps
+                        if count >= buf.pages and (start + buf.pages) * PAGE <= bitmap["capacity"]), None)
             if fit is not None:
-                places[i] = base + fit[0] * PAGE
+                places[i] = bitmap["base"] + fit[0] * PAGE
                 gaps = subtract(gaps, [(fit[0], buf.pages)])
     return places
 
 
 def _dmabuf_apply(loader: Loader, state: DmaBufState) -> None:
     heaps = {heap["name"]: heap for heap in loader.call("heaps")["heaps"]}
-    cma = next((heap for heap in heaps.values() if heap["kind"] == "cma"), None)
-    # A heap's own buffer (DMA_HEAP_IOCTL_ALLOC) comes from that heap; a driver's export from the
-    # board's CMA heap, as dma-contig drivers allocate.
-    in_cma = [cma is not None and (buf.exporter == cma["name"] or buf.exporter not in heaps) for buf in state.buffers]
-    for buf, place, cma_buffer in zip(state.buffers, _places(state, in_cma, cma), in_cma):
+    areas = [_cma_area(heaps, buf) for buf in state.buffers]
+    for buf, place in zip(state.buffers, _places(state, heaps, areas)):
         fields: dict[str, Any] = {"bytes": buf.size, "name": buf.name, "ino": buf.ino, "address": place}
-        if buf.exporter in heaps:
+        if buf.exporter in heaps:  # a heap's own buffer (DMA_HEAP_IOCTL_ALLOC) comes from that heap
             made = loader.call("heap_alloc", heap=buf.exporter, **fields)
-        else:
-            made = loader.call("export", exporter=buf.exporter, **fields)
-        if cma_buffer and cma is not None and place is not None:
-            loader.cma_taken.append(((place - cma["base"]) // PAGE, buf.pages))
+        else:  # a driver's export; a mapping rk_dmabuf/sgt lists is one its exporter keeps (DRM PRIME)
+            made = loader.call("export", exporter=buf.exporter, cache_sgt_mapping=bool(buf.segments), **fields)
+        if place is not None:
+            loader.placed.append((place, buf.pages * PAGE))
         attachments = [loader.call("attach", buffer=made["buffer"], device=device)["attachment"]
                        for device in reversed(buf.devices)]  # oldest first: the files list newest first
-        if buf.segments and attachments:
-            loader.call("map", attachment=attachments[-1])
+        if buf.segments and attachments:  # as the device saw it: its IOVA behind an IOMMU
+            loader.call("map", attachment=attachments[-1], segments=[list(segment) for segment in buf.segments])
         refs = 1 + len(attachments)
         target = buf.count or refs
         for _ in range(target - refs):
@@ -268,7 +304,7 @@ def _dmabuf_apply(loader: Loader, state: DmaBufState) -> None:
     _raise_peak(loader, state, heaps)
 
 
-def _raise_peak(loader: Loader, state: DmaBufState, heaps: dict[str, Any]) -> None:
+def _raise_peak(loader: Loader, state: DmaBufState, heaps: Heaps) -> None:
     """The peak moves only at export, and a reset sets it to 0: a short-lived buffer brings it
     up to the captured peak; a peak reset below the live total is a reset."""
     if state.peak_mib is None:
@@ -287,6 +323,44 @@ def _raise_peak(loader: Loader, state: DmaBufState, heaps: dict[str, Any]) -> No
         loader.call("put", buffer=buffer)
 
 
+# -- Rockchip's rk_dma_heap: dma_heap_info (its heaps' memory) ----------------------------------------
+
+def _heap_info_parse(files: Files) -> Optional[tuple[DmaHeapInfo, int]]:
+    """dma_heap_info (procfs, else its debugfs twin) and rk_total_pools_kb."""
+    path = next((p for p in (paths.RK_DMA_HEAP_INFO, paths.RK_DMA_HEAP_INFO_DEBUGFS) if p in files), None)
+    if path is None:
+        return None
+    pools = _parse(files, paths.RK_TOTAL_POOLS_KB, parse_first_number) if paths.RK_TOTAL_POOLS_KB in files else 0
+    return _parse(files, path, parse_dma_heap_info), pools
+
+
+def _heap_info_apply(loader: Loader, parsed: tuple[DmaHeapInfo, int]) -> None:
+    """Its dma-bufs are the dma-buf kind's (placed where this file shows them); here the memory
+    drivers took without a dma-buf (rk_dma_heap_alloc_contig_pages), under its owner's name and
+    at its address, which a mount with the board's rk heaps (``--board rk3588``) can take."""
+    info, pools_kib = parsed
+    heaps = {heap["name"]: heap for heap in loader.call("heaps")["heaps"]}
+    named = dict.fromkeys([a.heap for a in info.allocations] + info.foreign)
+    missing = [name for name in named if not heaps.get(name, {}).get("rockchip")]
+    if missing:
+        loader.note(f"rk_dma_heap/dma_heap_info: this mount has no rk_dma_heap {', '.join(missing)} "
+                    "(mount with --board rk3588): its allocations there are not made")
+    for a in info.allocations:
+        if a.ino is not None or a.heap in missing:
+            continue
+        area = heaps[heaps[a.heap].get("shares", a.heap)]
+        address = a.address if area["kind"] == "cma" and _inside(area, a.address, a.size) else None
+        if address is None:
+            loader.note(f"rk_dma_heap/dma_heap_info: {a.owner}'s {a.size >> 10} KiB at {a.address:#x} lie outside "
+                        f"this mount's {a.heap}: taken where the heap chooses")
+        loader.call("dma_alloc", heap=a.heap, bytes=a.size, name=a.owner, address=address)
+        if address is not None:
+            loader.placed.append((address, a.size))
+    if pools_kib:
+        loader.note(f"rk_total_pools_kb: the board's heaps pooled {pools_kib} KiB; the emulated heaps keep no "
+                    "page pools (it reads 0)")
+
+
 # -- the CMA heap Rockchip shows -------------------------------------------------------------------
 
 def _heap_parse(files: Files) -> Optional[CmaBitmap]:
@@ -296,21 +370,96 @@ def _heap_parse(files: Files) -> Optional[CmaBitmap]:
 
 
 def _heap_apply(loader: Loader, bitmap: CmaBitmap) -> None:
-    """Its size is the mount's (``--heap``); the pages the board's drivers held without a dma-buf
-    (firmware, vb2 planes) are taken where alloc_bitmap showed them, so that it reads the same."""
-    cma = next((heap for heap in loader.call("heaps")["heaps"] if heap["kind"] == "cma"), None)
+    """Its size is the mount's (``--heap``, the board's); the pages the board's drivers held
+    without a dma-buf (firmware, vb2 planes) and no other file accounts for are taken where
+    alloc_bitmap showed them, so that it reads the same."""
+    cma = next((heap for heap in loader.call("heaps")["heaps"] if heap["bitmap"]), None)
     if cma is None or cma["capacity"] != bitmap.total_kib << 10:
         have = "no CMA heap" if cma is None else f"{cma['capacity'] >> 20} MiB"
         loader.note(f"rk_dma_heap/alloc_bitmap: the board's CMA heap is {bitmap.total_kib >> 10} MiB, the mount's "
-                    f"{have}: mount with --heap NAME={bitmap.total_kib >> 10}M to match")
+                    f"{have}: mount with --heap NAME={bitmap.total_kib >> 10}M (or the board's --board) to match")
         if cma is None:
             return
     used = subtract([(0, len(bitmap.allocated))], bitmap.free_ranges())
-    for start, count in subtract(used, loader.cma_taken):
+    rest = subtract(used, _pages(cma, loader.placed))
+    if rest and cma["rockchip"]:
+        loader.note(f"rk_dma_heap/alloc_bitmap: {sum(count for _, count in rest) * PAGE >> 10} KiB used that "
+                    "dma_heap_info does not account for (captured at another moment?): taken by 'memtrackfs load'")
+    for start, count in rest:
         if (start + count) * PAGE > cma["capacity"]:
             loader.note("rk_dma_heap/alloc_bitmap: pages past the mount's CMA heap are not taken")
             break
-        loader.call("dma_alloc", heap=cma["name"], bytes=count * PAGE, address=cma["base"] + start * PAGE)
+        loader.call("dma_alloc", heap=cma["name"], bytes=count * PAGE, address=cma["base"] + start * PAGE,
+                    **({"name": "memtrackfs load"} if cma["rockchip"] else {}))
+
+
+# -- Rockchip's mpp_service -------------------------------------------------------------------------
+
+MPP_U32S = ("timing_en", "load_interval")  # the files a user writes (mpp_procfs_create_u32)
+
+
+@dataclass
+class MppState:
+    fixed: dict[str, str]               # version, supports-cmd, supports-device: the BSP's, compared
+    u32s: dict[str, int]                # timing_en, load_interval: written back
+    load: dict[str, tuple[int, int]]    # each core's load and utilization (1/100 %), while shown
+    sessions: dict[str, int]            # KiB each device's sessions held
+
+
+def _mpp_paths(root: str) -> list[str]:
+    return _listing(root, paths.MPP_SERVICE_DIR)
+
+
+def _mpp_parse(files: Files) -> Optional[MppState]:
+    prefix = paths.MPP_SERVICE_DIR + "/"
+    mine = {path[len(prefix):]: path for path in files if path.startswith(prefix)}
+    if not mine:
+        return None
+    state = MppState({}, {}, {}, {})
+    for name, path in mine.items():
+        if name in MPP_U32S:
+            state.u32s[name] = _parse(files, path, parse_u32)
+        elif name == "load":
+            state.load = _parse(files, path, parse_mpp_load)
+        elif name == "sessions-summary":
+            state.sessions = _parse(files, path, parse_mpp_sessions_summary)[0]
+        else:
+            state.fixed[name] = files[path]
+    return state
+
+
+def _mpp_apply(loader: Loader, state: MppState) -> None:
+    """The BSP's files are compared (the mount's --bsp must be the board's), the u32s written, the
+    cores' load reported as a driver does (``mpp_load``). The sessions are not made: each is an
+    open of dev/mpp_service by a process of the board, which its driver keeps; their buffers are
+    the dma-bufs loaded, attached to the cores as captured."""
+    directory = os.path.join(loader.mount, paths.MPP_SERVICE_DIR)
+    if not os.path.isdir(directory):
+        loader.note("proc/mpp_service: this mount has none (mount with --board rk3588): not loaded")
+        return
+    for name, text in state.fixed.items():
+        try:
+            same = read_file(os.path.join(directory, name)) == text
+        except OSError:
+            same = False
+        if not same:
+            loader.note(f"proc/mpp_service/{name}: the board's is not this mount's (mount with the board's --bsp)")
+    for name, value in state.u32s.items():
+        try:
+            with open(os.path.join(directory, name), "w") as f:
+                f.write(f"{value}\n")
+        except OSError as exc:
+            loader.note(f"proc/mpp_service/{name}: not written ({exc.strerror}): mount with the board's --bsp")
+    cores = set(parse_mpp_load(read_file(os.path.join(directory, "load")))) if state.load else set()
+    for core, (load, utilization) in state.load.items():
+        if core in cores:
+            loader.call("mpp_load", device=core, load=load, utilization=utilization)
+        else:
+            loader.note(f"proc/mpp_service/load: this mount's board has no core {core}")
+    if state.sessions:
+        held = ", ".join(f"{device} {kib} KiB" for device, kib in state.sessions.items())
+        loader.note(f"proc/mpp_service/sessions-summary: the sessions ({held}) are not made again (an MPP "
+                    "driver's, for the board's processes); their buffers are loaded, attached as captured")
 
 
 # -- dynamic debug -----------------------------------------------------------------------------------
@@ -341,13 +490,20 @@ KINDS = [
     FileKind("v4l2-memtrack", _tracker_paths, _tracker_parse, _tracker_apply,
              "nothing: every tree's nodes, leaves, counts and tgid/pid are made again"),
     FileKind("dma-buf", _dmabuf_paths, _dmabuf_parse, _dmabuf_apply,
-             "the scatter lists of system-heap buffers (rk_dmabuf/sgt: pages scattered anew); from a board, "
-             "rk_dmabuf's %px addresses (here they follow the inode), CMA addresses outside the mount's heap, "
-             "and, without bufinfo, the full names and reference counts"),
+             "from a board, rk_dmabuf's %px addresses (here they follow the inode), CMA addresses outside the "
+             "mount's heap, and, without bufinfo, the full names and reference counts"),
+    FileKind("dma_heap_info", lambda root: [paths.RK_DMA_HEAP_INFO, paths.RK_DMA_HEAP_INFO_DEBUGFS,
+                                            paths.RK_TOTAL_POOLS_KB],
+             _heap_info_parse, _heap_info_apply,
+             "nothing, given a mount with the board's rk heaps (--board rk3588); a board's page pools "
+             "(rk_total_pools_kb reads 0)"),
     FileKind("rk_dma_heap", lambda root: [paths.RK_DMA_HEAP_BITMAP], _heap_parse, _heap_apply,
-             "nothing, given a mount whose first CMA heap has the board's size"),
+             "nothing, given a mount whose CMA heap alloc_bitmap shows has the board's size"),
     FileKind("dynamic_debug", lambda root: [paths.DYNAMIC_DEBUG_CONTROL], _debug_parse, _debug_apply,
              "the sites this kernel does not have"),
+    FileKind("mpp_service", _mpp_paths, _mpp_parse, _mpp_apply,
+             "its sessions (sessions-summary): the MPP driver's state for the board's processes; their "
+             "buffers are loaded, attached to the codec cores as captured"),
     FileKind("kmsg", lambda root: [paths.KMSG], lambda files: None, None,
              "the kernel log: kept in the capture as evidence, not replayed", read_log),
 ]

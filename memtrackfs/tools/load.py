@@ -28,7 +28,7 @@ class SocketLoader:
     def __init__(self, socket_path: str, mount: str) -> None:
         self.client = MemtrackClient(socket_path, client="memtrackfs load", destroy_on_close=True)
         self.mount = mount
-        self.cma_taken: list[tuple[int, int]] = []
+        self.placed: list[tuple[int, int]] = []
         self.notes: list[str] = []
         self.calls = 0
 

@@ -197,3 +197,87 @@ def parse_mpp_sessions_summary(text: str) -> tuple[dict[str, int], list[MppSessi
         elif not (line.startswith(" memory: ") or line.startswith("|") or set(line) == {"-"}):
             raise ValueError(f"malformed sessions-summary line {line!r}")
     return totals, sessions
+
+
+# rk_dma_heap_proc_show(): records start "dma-heap:<HEAP> -dmabuf" or "-non dmabuf"; the file ends
+# with the rk heaps' total. "\tAlloc by (%-20s)\t[%pa-%pa]\t%pa (%lu KiB)\n"
+_HEAP_RECORD = re.compile(r"dma-heap:<([^>\n]*)> -(dmabuf|non dmabuf)")
+_HEAP_TOTAL = re.compile(r"\nTotal : 0x([0-9a-f]+) \((\d+) KiB\)\n\Z")
+_HEAP_ALLOC = re.compile(r"\tAlloc by \((.*)\)\t\[0x([0-9a-f]{16})-0x([0-9a-f]{16})\]"
+                         r"\t0x([0-9a-f]{16}) \((\d+) KiB\)\n")
+_HEAP_DMABUF = re.compile(r"\ti_ino = (\d+)\n" + _HEAP_ALLOC.pattern + r"\t\tAttached Devices:\n((?:\t\t.*\n)*)"
+                          r"Total (\d+) devices attached\n\n\Z")
+# mpp_show_device_load(): "%-25s load: %3d.%02d%% utilization: %3d.%02d%%"
+_MPP_LOAD = re.compile(r"^(\S+) +load: +(\d+)\.(\d\d)% utilization: +(\d+)\.(\d\d)%$")
+
+
+class HeapAllocation(NamedTuple):
+    heap: str
+    owner: str              # "Alloc by": a dma-buf's name ("(null)": none), or who took memory without one
+    address: int            # the first byte's physical address
+    size: int
+    ino: Optional[int]      # the dma-buf's inode; None for memory without a dma-buf
+    devices: tuple[str, ...]  # a dma-buf's attached devices, newest first
+
+
+class DmaHeapInfo(NamedTuple):
+    allocations: list[HeapAllocation]  # as the file lists them: per heap, dma-bufs then the rest
+    foreign: list[str]   # heaps of records left unfinished: dma-bufs exported under a heap's name, not by it
+    total: int           # bytes the rk heaps hold (the last line)
+
+
+def parse_dma_heap_info(text: str) -> DmaHeapInfo:
+    """Rockchip's ``proc/rk_dma_heap/dma_heap_info`` (or its debugfs twin). ValueError if malformed."""
+    end = _HEAP_TOTAL.search(text)
+    if end is None:
+        raise ValueError("not a dma_heap_info file: no 'Total : 0x... (N KiB)' line at its end")
+    body = text[:end.start()]
+    starts = list(_HEAP_RECORD.finditer(body))
+    if (starts[0].start() if starts else len(body)) != 0:
+        raise ValueError(f"malformed dma_heap_info: {body[:60]!r} is no record")
+    allocations: list[HeapAllocation] = []
+    foreign: list[str] = []
+    for record, following in zip(starts, [*starts[1:], None]):
+        heap, kind = record.groups()
+        rest = body[record.end():following.start() if following is not None else len(body)]
+        if kind == "dmabuf" and rest == "":
+            foreign.append(heap)
+            continue
+        if kind == "dmabuf":
+            m = _HEAP_DMABUF.match(rest)
+            devices = tuple(line[2:] for line in m.group(7).split("\n")[:-1]) if m is not None else ()
+            if m is None or len(devices) != int(m.group(8)):
+                raise ValueError(f"malformed dma_heap_info record of heap {heap}: {rest[:80]!r}")
+            ino, (owner, first, last, size) = int(m.group(1)), m.group(2, 3, 4, 5)
+        else:
+            m = _HEAP_ALLOC.fullmatch(rest.removeprefix("\n"))
+            if not rest.startswith("\n") or m is None:
+                raise ValueError(f"malformed dma_heap_info record of heap {heap}: {rest[:80]!r}")
+            ino, devices, (owner, first, last, size) = None, (), m.group(1, 2, 3, 4)
+        address, length = int(first, 16), int(size, 16)
+        if int(last, 16) != address + length - 1:
+            raise ValueError(f"dma_heap_info: [{first}-{last}] is not {length} bytes")
+        allocations.append(HeapAllocation(heap, owner.rstrip(" "), address, length, ino, devices))
+    return DmaHeapInfo(allocations, foreign, int(end.group(1), 16))
+
+
+def parse_mpp_load(text: str) -> dict[str, tuple[int, int]]:
+    """``proc/mpp_service/load`` (6.1): each core's load and utilization in hundredths of a
+    percent; {} while it shows the hint to set load_interval. ValueError if malformed."""
+    lines = _lines(text)
+    if lines and lines[0] == "please set load_interval first!!!":
+        return {}
+    found = {}
+    for line in lines:
+        m = _MPP_LOAD.match(line)
+        if m is None:
+            raise ValueError(f"malformed load line {line!r}")
+        found[m.group(1)] = (int(m.group(2)) * 100 + int(m.group(3)), int(m.group(4)) * 100 + int(m.group(5)))
+    return found
+
+
+def parse_u32(text: str) -> int:
+    """An mpp_service u32 file (``"%d\\n"``, so values past 2^31 print negative): the u32."""
+    if re.fullmatch(r"-?\d+\n", text) is None:
+        raise ValueError(f"not a number: {text[:40]!r}")
+    return int(text) & 0xFFFFFFFF
