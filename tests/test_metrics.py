@@ -1,5 +1,6 @@
 """memtrackfs metrics: the Prometheus text format, parsed with prometheus_client's own parser, on
-a board with a workload; over HTTP; into a file for node_exporter; from a board's files alone."""
+a board with a workload; over HTTP; into a file for node_exporter; from a board's files alone; on
+an RK3588 with its rk_dma_heap heaps and mpp_service sessions."""
 from __future__ import annotations
 
 import os
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from helpers.rk3588 import DECODER, RK_CMA_BYTES, RKISP_BYTES, SESSION_KIB, hold_rk3588_state, release
 from memtrackfs.testing.helpers import Mount, memtrackfs, wait_for
 from memtrackfs.tools.parse import parse_memtrack
 
@@ -33,8 +35,8 @@ def start_player(board: Mount) -> subprocess.Popen:
 
 @pytest.mark.vpu_board(fault="driver-leak:names=mbi+dcp")
 def test_metrics_show_every_figure_with_its_labels(vpu_board: Mount) -> None:
-    done = subprocess.run([sys.executable, "-m", "vpu_sim", "play", "--mount", str(vpu_board.path),
-                           "--seconds", "0.3"], capture_output=True, text=True, check=True)
+    subprocess.run([sys.executable, "-m", "vpu_sim", "play", "--mount", str(vpu_board.path),
+                   "--seconds", "0.3"], capture_output=True, text=True, check=True)
     vpu_board.settle()  # the first player has exited; its instance is left behind (the fault)
     player = start_player(vpu_board)
     try:
@@ -109,3 +111,36 @@ def test_metrics_from_a_board_s_files_alone(vpu_board: Mount, tmp_path: Path) ->
     done = memtrackfs("metrics", "--mount", str(board), check=False)
     assert (done.returncode, done.stderr.decode()) == (2, f"memtrackfs: metrics: {board}/proc/rk_dmabuf/peak: "
                                                           "no number in ''\n")
+
+
+@pytest.mark.parametrize("bsp", ["5.10", "6.1"])
+def test_metrics_of_an_rk3588_its_heaps_and_mpp_sessions(memtrackfs_factory, bsp: str) -> None:
+    board: Mount = memtrackfs_factory(files="rk3588", bsp=bsp)
+    holder = hold_rk3588_state(board)
+    try:
+        if bsp == "6.1":
+            (board / "proc/mpp_service/load_interval").write_text("1000\n")
+        got = samples(memtrackfs("metrics", "--mount", str(board.path)).stdout.decode())
+    finally:
+        release(holder)
+    device = (("device", DECODER),)
+    assert got[("mpp_service_session_bytes", device)] == SESSION_KIB << 10
+    # Only the 6.1 BSP lists the sessions themselves, and the cores' load.
+    assert got.get(("mpp_service_sessions", device)) == (1 if bsp == "6.1" else None)
+    assert got.get(("mpp_service_core_load_ratio", (("core", DECODER),))) == (0.425 if bsp == "6.1" else None)
+    assert got.get(("mpp_service_core_utilization_ratio", (("core", DECODER),))) == (0.39 if bsp == "6.1" else None)
+    rk_cma = (("heap", "rk-dma-heap-cma"),)
+    assert got[("rk_dma_heap_buffers", rk_cma)] == 2
+    assert got[("rk_dma_heap_buffer_bytes", rk_cma)] == RK_CMA_BYTES
+    assert got[("rk_dma_heap_contig_bytes", (("heap", "rk-dma-heap-cma"), ("owner", "rkisp")))] == RKISP_BYTES
+    assert got[("rk_dma_heap_total_bytes", ())] == RK_CMA_BYTES + RKISP_BYTES
+    # alloc_bitmap on a Rockchip BSP is its rk_dma_heap CMA heap's: 32 MiB by default
+    assert got[("cma_heap_size_bytes", rk_cma)] == 32 << 20
+    assert got[("cma_heap_used_bytes", rk_cma)] == RK_CMA_BYTES + RKISP_BYTES
+    assert got[("dmabuf_exporter_bytes", (("exporter", "system"),))] == 5 << 20
+    assert got[("dmabuf_exporter_bytes", (("exporter", "drm"),))] == 2 << 20
+    assert not [name for name, _ in got if name.startswith("v4l2_memtrack")]  # the board has none
+    board.settle()  # the holder's end: its session and buffers are gone
+    got = samples(memtrackfs("metrics", "--mount", str(board.path)).stdout.decode())
+    assert not [name for name, _ in got if name in ("mpp_service_session_bytes", "rk_dma_heap_buffers")]
+    assert got[("rk_dma_heap_total_bytes", ())] == 0

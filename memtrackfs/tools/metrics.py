@@ -4,9 +4,12 @@ For node_exporter's textfile collector (print, or write a file atomically) or sc
 (``--listen``). Like snapshot it reads the files under a root (``/`` on a board), anew for each
 scrape: the v4l2-memtrack trees (each tracker's total, each instance's usage with its device,
 process and pid, and what instances of exited processes still hold), Rockchip's dma-buf total
-and peak, the dma-bufs per exporter (sysfs stats, else debugfs bufinfo, else rk_dmabuf/dev), and
-the CMA heap Rockchip shows (alloc_bitmap: size, used, free, largest free range). A file that is
-not there is left out. The format and the HTTP server are prometheus_client's.
+and peak, the dma-bufs per exporter (sysfs stats, else debugfs bufinfo, else rk_dmabuf/dev), the
+CMA heap Rockchip shows (alloc_bitmap: size, used, free, largest free range), Rockchip's
+rk_dma_heap heaps (dma_heap_info: their dma-bufs and the memory drivers took without one) and
+mpp_service (the memory each codec device's sessions hold, their number where the BSP lists
+them, each core's load). A file that is not there is left out. The format and the HTTP server
+are prometheus_client's.
 """
 from __future__ import annotations
 
@@ -20,12 +23,16 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from memtrackfs import paths
+from memtrackfs.model.heaps import ROCKCHIP_CMA_HEAP
 from memtrackfs.processes import identify
 from memtrackfs.tools.parse import (
     parse_alloc_bitmap,
     parse_bufinfo,
+    parse_dma_heap_info,
     parse_first_number,
     parse_memtrack,
+    parse_mpp_load,
+    parse_mpp_sessions_summary,
     parse_rk_dmabuf_dev,
 )
 
@@ -68,6 +75,8 @@ class KernelFilesCollector(Collector):
         yield from self._rockchip()
         yield from self._exporters()
         yield from self._cma()
+        yield from self._rk_heaps()
+        yield from self._mpp()
 
     def _trackers(self) -> Iterator[GaugeMetricFamily]:
         total = GaugeMetricFamily("v4l2_memtrack_total_bytes", "A v4l2-memtrack root's total usage",
@@ -150,6 +159,9 @@ class KernelFilesCollector(Collector):
         bitmap = parsed(self.root, paths.RK_DMA_HEAP_BITMAP, parse_alloc_bitmap)
         if bitmap is None:
             return
+        # A Rockchip BSP (it has dma_heap_info) shows its rk_dma_heap CMA heap's bitmap, which
+        # rk-dma-cma.c names; the other boards here show their first CMA heap's.
+        heap = ROCKCHIP_CMA_HEAP if read_text(self.root, paths.RK_DMA_HEAP_INFO) is not None else "cma"
         ranges = bitmap.free_ranges()
         figures = (("size", "Size of the CMA heap", bitmap.total_kib << 10),
                    ("used", "Bytes allocated from it", bitmap.used_kib << 10),
@@ -158,8 +170,63 @@ class KernelFilesCollector(Collector):
                                           "that can succeed", max((pages for _, pages in ranges), default=0) * PAGE))
         for name, what, value in figures:
             family = GaugeMetricFamily(f"cma_heap_{name}_bytes", f"{what} (rk_dma_heap/alloc_bitmap)", labels=["heap"])
-            family.add_metric(["cma"], value)
+            family.add_metric([heap], value)
             yield family
+
+    def _rk_heaps(self) -> Iterator[GaugeMetricFamily]:
+        info = parsed(self.root, paths.RK_DMA_HEAP_INFO, parse_dma_heap_info)
+        if info is None:
+            return
+        buffers = GaugeMetricFamily("rk_dma_heap_buffers", "dma-bufs an rk_dma_heap heap allocated "
+                                    "(rk_dma_heap/dma_heap_info)", labels=["heap"])
+        buffer_bytes = GaugeMetricFamily("rk_dma_heap_buffer_bytes", "Bytes of those dma-bufs (dma_heap_info)",
+                                         labels=["heap"])
+        contig = GaugeMetricFamily("rk_dma_heap_contig_bytes", "Memory of an rk_dma_heap heap taken without a dma-buf "
+                                   "(rk_dma_heap_alloc_contig_pages), by who took it (dma_heap_info)",
+                                   labels=["heap", "owner"])
+        counts: Counter = Counter()
+        sizes: Counter = Counter()
+        taken: Counter = Counter()
+        for allocation in info.allocations:
+            if allocation.ino is None:
+                taken[allocation.heap, allocation.owner] += allocation.size
+            else:
+                counts[allocation.heap] += 1
+                sizes[allocation.heap] += allocation.size
+        for heap in sorted(counts):
+            buffers.add_metric([heap], counts[heap])
+            buffer_bytes.add_metric([heap], sizes[heap])
+        for labels in sorted(taken):
+            contig.add_metric(list(labels), taken[labels])
+        yield from (buffers, buffer_bytes, contig)
+        yield GaugeMetricFamily("rk_dma_heap_total_bytes", "Memory the rk_dma_heap heaps hold (dma_heap_info's Total)",
+                                value=info.total)
+
+    def _mpp(self) -> Iterator[GaugeMetricFamily]:
+        summary = parsed(self.root, paths.MPP_SESSIONS_SUMMARY, parse_mpp_sessions_summary)
+        if summary is not None:
+            totals, sessions = summary
+            memory = GaugeMetricFamily("mpp_service_session_bytes", "Bytes of the buffers a codec device's open "
+                                       "MPP sessions hold (mpp_service/sessions-summary)", labels=["device"])
+            for device in sorted(totals):
+                memory.add_metric([device], totals[device] << 10)
+            yield memory
+            if read_text(self.root, paths.MPP_LOAD) is not None:  # the BSP that lists sessions (6.1)
+                count = GaugeMetricFamily("mpp_service_sessions", "Open MPP sessions of a codec device "
+                                          "(sessions-summary)", labels=["device"])
+                for device, n in sorted(Counter(session.device for session in sessions).items()):
+                    count.add_metric([device], n)
+                yield count
+        load = parsed(self.root, paths.MPP_LOAD, parse_mpp_load)
+        if load:
+            shares = (GaugeMetricFamily("mpp_service_core_load_ratio", "A codec core's load over the last "
+                                        "load_interval (mpp_service/load)", labels=["core"]),
+                      GaugeMetricFamily("mpp_service_core_utilization_ratio", "A codec core's utilization over "
+                                        "the last load_interval (mpp_service/load)", labels=["core"]))
+            for core, figures in load.items():
+                for family, hundredths in zip(shares, figures):
+                    family.add_metric([core], hundredths / 10000)
+            yield from shares
 
 
 def registry_for(root: str) -> CollectorRegistry:
