@@ -1,0 +1,23 @@
+"""Who is calling: the process behind the FUSE request being served on this thread."""
+from __future__ import annotations
+
+from memtrackfs.fs.fuselib import load_fuse_module
+
+fuse = load_fuse_module()
+
+
+def caller() -> tuple[int, int]:
+    """(tgid, pid) of the calling thread, as ``current`` has them (FUSE gives the thread id)."""
+    pid = fuse.fuse_get_context()[2]
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1]), pid
+    except OSError:
+        pass
+    return pid, pid
+
+
+def caller_tgid() -> int:
+    return caller()[0]
