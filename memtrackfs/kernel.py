@@ -52,6 +52,8 @@ class Kernel:
         self._delayed = DelayedWork(self._fire_delayed)
         # Told, after the lock is released, that the kernel log has new records (dev/kmsg pollers).
         self.log_listeners: list[Callable[[], None]] = []
+        # Told (never under the lock) that a driver's open file may have changed its poll answer.
+        self.file_wake_listeners: list[Callable[[int], None]] = []
         self._announced_seq = 0
 
     @contextmanager

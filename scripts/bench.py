@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -687,6 +688,34 @@ def bench_device(b: Bench, mnt: str) -> None:
           note=f"notify delay {NOTIFY_DELAY_MS} ms; timed from issuing REQBUFS; alloc and free alternate")
 
 
+def bench_decode(b: Bench) -> None:
+    """A 1080p v4l2-ctl streaming decode (MMAP both queues) inside memtrackfs run, against the
+    frames' display time at the daemon's 30 fps."""
+    frames = 30 if b.quick else 90
+    runs = 2 if b.quick else 4
+    clip = b.path("1080p.h264")
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc=size=1920x1080:rate=30", "-frames:v", str(frames), "-c:v", "libx264",
+                    "-pix_fmt", "yuv420p", "-f", "h264", clip], check=True)
+    decode = (f"v4l2-ctl -d /dev/video0 --set-fmt-video-out=width=1920,height=1080,pixelformat=H264"
+              f" --stream-out-mmap=8 --stream-mmap=8 --stream-from={clip} --stream-to=/dev/null 2>&1"
+              f" | tr -cd '<' | wc -c")
+    script = f"TIMEFORMAT=%R; for i in $(seq {runs}); do time ({decode}); done"
+    done = subprocess.run([PY, "-m", "memtrackfs", "run", "--", "bash", "-c", script], cwd=TOP,
+                          capture_output=True, text=True, timeout=600)
+    counts = [int(line) for line in done.stdout.split()]
+    seconds = [float(line) for line in done.stderr.split() if re.fullmatch(r"\d+\.\d+", line)]
+    if done.returncode != 0 or len(seconds) != runs or counts != [frames] * runs:
+        raise RuntimeError(f"v4l2-ctl decode failed (status {done.returncode}, frames {counts}): "
+                           f"{done.stderr.strip()[-500:]}")
+    display = frames / 30.0
+    b.results.raw["decode"] = {"frames": frames, "seconds": seconds}
+    b.results.add("6", f"decode: v4l2-ctl 1080p, {frames} frames", summary(seconds), "s",
+                  note=f"display time {display:.1f} s at 30 fps; includes open, format, buffers, the drain")
+    b.results.add("6", "decode: time / display time", summary([t / display for t in seconds]), "x",
+                  note="1.0 is real time: the simulated firmware decodes at the daemon's --fps")
+
+
 # -- report ---------------------------------------------------------------------------------------------
 
 def machine_facts() -> dict[str, Any]:
@@ -732,8 +761,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a fast smoke run: fewer runs, trees up to 100k")
     parser.add_argument("--json", metavar="FILE", help="write every figure and run to FILE")
-    parser.add_argument("--only", metavar="LIST", default="small,device,throughput,tree",
-                        help="comma-separated sections: small,device,throughput,tree (default: all)")
+    parser.add_argument("--only", metavar="LIST", default="small,device,throughput,tree,decode",
+                        help="comma-separated sections: small,device,throughput,tree,decode (default: all)")
     parser.add_argument("--worker", nargs=2, metavar=("SOCKET", "OPS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -760,7 +789,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 ("small", "1", "small-file latency", lambda: bench_small_file(bench, ours)),
                 ("device", "5", "device-node round trip", lambda: bench_device(bench, ours)),
                 ("throughput", "3", "allocation throughput", lambda: bench_throughput(bench, sock)),
-                ("tree", "2", "tree scale and memory", lambda: bench_tree_and_memory(bench))):
+                ("tree", "2", "tree scale and memory", lambda: bench_tree_and_memory(bench)),
+                ("decode", "6", "V4L2 decode with v4l2-ctl", lambda: bench_decode(bench))):
             if name not in sections:
                 continue
             log(f"{title} ...")
@@ -777,7 +807,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 130
     bench.close()
     elapsed = time.monotonic() - started
-    order = {"1": 0, "2": 1, "3": 2, "4": 3, "5": 4}
+    order = {"1": 0, "2": 1, "3": 2, "4": 3, "5": 4, "6": 5}
     bench.results.figures.sort(key=lambda fig: order[fig["number"]])
     print_table(bench.results, machine, command, elapsed)
     if args.json:

@@ -11,32 +11,42 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.drivers import driver_program
 
 from memtrackfs.testing.helpers import Mount, memtrackfs
 
-# A generic test driver: answers open/release with 0; for ioctl 0xc0105601 (_IOWR('V', 1, 16 bytes))
-# it reads 8 bytes at the address held in the argument's first 8 bytes (a pointer, as in
-# v4l2_ext_controls), writes them back reversed there, and returns the argument with its second
-# half replaced by its caller's tgid; cmd 0x40045602 answers EBUSY; anything else is ENOTTY;
-# cmd 0x40045603 never answers.
-DRIVER = driver_program(r"""
-def handle(ev):
-    answer = {"call": ev["call"]}
-    if ev["event"] == "ioctl":
-        cmd, data = ev["cmd"], base64.b64decode(ev["in"])
+# A generic test driver (memtrackfs.driverkit): answers open/release with 0; for ioctl 0xc0105601
+# (_IOWR('V', 1, 16 bytes)) it reads 8 bytes at the address held in the argument's first 8 bytes
+# (a pointer, as in v4l2_ext_controls), writes them back reversed there, and returns the argument
+# with its second half replaced by its caller's tgid; cmd 0x40045602 answers EBUSY; anything else
+# is ENOTTY; cmd 0x40045603 never answers.
+DRIVER = r"""
+import errno, struct, sys, time
+from memtrackfs.driverkit import DeviceDriver
+class TestDriver(DeviceDriver):
+    name = "testdrv"
+    def _seen(self, call):
+        print(call.kind, call.tgid, call.pid, flush=True)
+    def open(self, call):
+        self._seen(call)
+        return b""
+    def release(self, call):
+        self._seen(call)
+        return b""
+    def ioctl(self, call):
+        cmd, data = call.event["cmd"], call.argument
+        if cmd == 0x40045603:
+            time.sleep(3600)
+        self._seen(call)
         if cmd == 0xc0105601:
             addr = struct.unpack_from("<Q", data)[0]
-            inner = base64.b64decode(client.call("copy_from_user", call=ev["call"], addr=addr, len=8)["data"])
-            client.call("copy_to_user", call=ev["call"], addr=addr, data=base64.b64encode(inner[::-1]).decode())
-            answer["out"] = base64.b64encode(data[:8] + struct.pack("<Q", ev["tgid"])).decode()
-        elif cmd == 0x40045603:
-            return
-        else:
-            answer["result"] = "EBUSY" if cmd == 0x40045602 else "ENOTTY"
-    print(ev["event"], ev.get("tgid"), ev.get("pid"), flush=True)
-    client.call("complete", **answer)
-""", "testdrv", "video7")
+            call.memory.write(addr, call.memory.read(addr, 8)[::-1])
+            return data[:8] + struct.pack("<Q", call.tgid)
+        raise OSError(errno.EBUSY if cmd == 0x40045602 else errno.ENOTTY, "test")
+driver = TestDriver(sys.argv[1], destroy_on_close=False)
+driver.register("video7")
+print("ready", flush=True)
+time.sleep(120)
+"""
 
 # A client process using the node like a V4L2 application would.
 APP = r"""

@@ -9,22 +9,29 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.drivers import driver_program
 
 from memtrackfs.client import MemtrackError
 from memtrackfs.testing.helpers import Mount, memtrackfs, start_mount
 
-# A driver whose release takes RELEASE_DELAY: open is answered at once, release after the delay.
+# A driver whose release takes RELEASE_DELAY: open is answered at once, release after the delay
+# (and never, with "never").
 RELEASE_DELAY = 0.6
-SLOW_DRIVER = driver_program(r"""
-def handle(ev):
-    if ev["event"] == "release":
+SLOW_DRIVER = r"""
+import sys, time
+from memtrackfs.driverkit import DeviceDriver
+class SlowDriver(DeviceDriver):
+    name = "slowdrv"
+    def release(self, call):
         time.sleep(float(sys.argv[2]))
         print("released", flush=True)
         if sys.argv[3] == "never":
-            return
-    client.call("complete", call=ev["call"], result=0)
-""", "slowdrv", "video9")
+            time.sleep(3600)
+        return b""
+driver = SlowDriver(sys.argv[1], destroy_on_close=False)
+driver.register("video9")
+print("ready", flush=True)
+time.sleep(120)
+"""
 
 
 def start_slow_driver(mount: Mount, delay: float, answer: str = "answer") -> subprocess.Popen:

@@ -21,6 +21,7 @@ from helpers.vpu_rig import (
     Rig,
     instance_of,
     make_rig,
+    parse_header,
     start_decoder,
 )
 
@@ -30,7 +31,8 @@ from vpu_sim.driver.accounting import Memory
 from vpu_sim.driver.amphion import CoreKind
 from vpu_sim.driver.decoder import Decoder
 from vpu_sim.driver.device import VpuDevice
-from vpu_sim.driver.ioctls import VideoFile, kernel_version
+from vpu_sim.driver.ioctl_formats import kernel_version
+from vpu_sim.driver.ioctls import VideoFile
 from vpu_sim.driver.memtrack import Caller, MemoryArea
 
 
@@ -66,11 +68,16 @@ def test_1080p_h264_decode_has_the_models_leaf_sizes(rig: Rig) -> None:
     assert mt.leaves(node, "mbi") == []
 
     assert client.qbuf(OUT, 0, 5000) == 0                           # carries the sequence header
+    assert mt.leaves(node, "mbi") == []                             # parsed within a frame period
+    parse_header(client)
     assert mt.leaves(node, "mbi") == [917_504] * 7
     assert mt.leaves(node, "dcp") == [2_040_000] * 2
     assert client.g_ctrl(uapi.V4L2_CID_MIN_BUFFERS_FOR_CAPTURE) == (0, 7)
     cap = client.g_fmt(CAP)
-    assert (cap.width, cap.height, cap.pixelformat, cap.num_planes) == (1920, 1080, uapi.V4L2_PIX_FMT_NV12M_8L128, 2)
+    # The decoded frame is whole macroblocks; the stream's 1080 lines are its compose rectangle.
+    assert (cap.width, cap.height, cap.pixelformat, cap.num_planes) == (1920, 1088, uapi.V4L2_PIX_FMT_NV12M_8L128, 2)
+    compose = client.ok(uapi.VIDIOC_G_SELECTION, uapi.v4l2_selection(type=CAP, target=uapi.V4L2_SEL_TGT_COMPOSE)).r
+    assert (compose.width, compose.height) == (1920, 1080)
     assert [cap.plane_fmt[i].sizeimage for i in range(2)] == [2_359_296, 1_310_720]
     assert cap.plane_fmt[0].bytesperline == 2048
 
@@ -317,6 +324,8 @@ def test_firmware_requests_wait_for_memory() -> None:
     client.reqbufs(OUT, 8)
     client.stream(uapi.VIDIOC_STREAMON, OUT)
     client.qbuf(OUT, 0, 100)
+    parse_header(client)
+    client.file.instance.advance()
     assert len(rig.memtrack.leaves(instance_of(client), "mbi")) == 3   # the rest stays pending
     rig.cma.capacity = None
     client.reqbufs(CAP, 7)
@@ -326,20 +335,24 @@ def test_firmware_requests_wait_for_memory() -> None:
     assert len(rig.memtrack.leaves(instance_of(client), "mbi")) == 7
 
 
-def test_ninth_instance_is_ebusy(rig: Rig) -> None:
-    decoders = [rig.open(CoreKind.DECODER, Caller(100 + i, 100 + i)) for i in range(8)]
-    with pytest.raises(OSError) as refused:
-        rig.open(CoreKind.DECODER)
-    assert refused.value.errno == errno.EBUSY
-    rig.open(CoreKind.ENCODER)                                      # the encoder core has its own slots
+def test_a_ninth_stream_is_refused_at_streamon(rig: Rig) -> None:
+    """Opens never fail for want of a firmware slot: STREAMON takes it (vpu_inst_register())."""
+    decoders = [rig.open(CoreKind.DECODER, Caller(100 + i, 100 + i)) for i in range(9)]
+    for client in decoders:
+        assert client.reqbufs(OUT, 8)[0] == 0
+    assert all(client.stream(uapi.VIDIOC_STREAMON, OUT) == 0 for client in decoders[:8])
+    assert decoders[8].stream(uapi.VIDIOC_STREAMON, OUT) == errno.EINVAL
+    encoder = rig.open(CoreKind.ENCODER)                            # the encoder core has its own slots
+    encoder.reqbufs(OUT, 6)
+    assert encoder.stream(uapi.VIDIOC_STREAMON, OUT) == 0
     decoders[0].file.release()
-    rig.open(CoreKind.DECODER)
+    assert decoders[8].stream(uapi.VIDIOC_STREAMON, OUT) == 0
     qm = make_rig("imx8qm")
-    for _ in range(16):
-        qm.open(CoreKind.ENCODER)
+    encoders = [qm.open(CoreKind.ENCODER) for _ in range(17)]
+    for client in encoders:
+        client.reqbufs(OUT, 6)
+    assert [client.stream(uapi.VIDIOC_STREAMON, OUT) for client in encoders].count(errno.EINVAL) == 1
     assert len({core.device for core, insts in qm.device.instances.items() if insts}) == 2
-    with pytest.raises(OSError):
-        qm.open(CoreKind.ENCODER)
 
 
 # -- capabilities, formats, controls ---------------------------------------------------------------
@@ -348,7 +361,8 @@ def test_querycap_and_enum_fmt(rig: Rig) -> None:
         client = rig.open(kind)
         cap = uapi.v4l2_capability.from_buffer_copy(client.call(uapi.VIDIOC_QUERYCAP)[1])
         assert (cap.driver, cap.card, cap.bus_info) == (b"amphion-vpu", card, b"platform: amphion-vpu")
-        assert cap.device_caps == uapi.V4L2_CAP_VIDEO_M2M_MPLANE | uapi.V4L2_CAP_STREAMING
+        assert cap.device_caps == (uapi.V4L2_CAP_VIDEO_M2M_MPLANE | uapi.V4L2_CAP_STREAMING
+                                   | uapi.V4L2_CAP_EXT_PIX_FORMAT)
         assert cap.capabilities == cap.device_caps | uapi.V4L2_CAP_DEVICE_CAPS
     client = rig.open(CoreKind.DECODER)
     fourccs = []
@@ -387,16 +401,22 @@ def test_controls_enumerate_and_validate(rig: Rig) -> None:
             break
         ctrl_id = uapi.v4l2_queryctrl.from_buffer_copy(out).id
         ids.append(ctrl_id)
-    assert ids == [uapi.V4L2_CID_MIN_BUFFERS_FOR_CAPTURE, uapi.V4L2_CID_MIN_BUFFERS_FOR_OUTPUT,
-                   uapi.V4L2_CID_MEMORY_USAGE, uapi.V4L2_CID_MPEG_VIDEO_H264_CPB_SIZE]
+    # Each class opens with its class control, as handler_new_ref() adds them; ids increase.
+    assert ids[:4] == [uapi.V4L2_CID_USER_CLASS, uapi.V4L2_CID_MIN_BUFFERS_FOR_CAPTURE,
+                       uapi.V4L2_CID_MIN_BUFFERS_FOR_OUTPUT, uapi.V4L2_CID_MEMORY_USAGE]
+    assert ids[4] == uapi.V4L2_CID_CODEC_CLASS and ids == sorted(ids) and len(ids) == 23
+    assert uapi.V4L2_CID_MPEG_VIDEO_H264_CPB_SIZE in ids and uapi.V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME in ids
     assert client.g_ctrl(uapi.V4L2_CID_MIN_BUFFERS_FOR_OUTPUT) == (0, 6)
     err, _ = client.call(uapi.VIDIOC_S_CTRL, uapi.v4l2_control(id=uapi.V4L2_CID_MIN_BUFFERS_FOR_OUTPUT, value=3))
     assert err == errno.EACCES
     err, c, _ = client.ext_ctrls(uapi.VIDIOC_G_EXT_CTRLS, [(uapi.V4L2_CID_MIN_BUFFERS_FOR_CAPTURE, 0), (0x00981234, 0)])
-    assert (err, c.error_idx) == (errno.EINVAL, 1)
+    assert (err, c.error_idx) == (errno.EINVAL, 2)   # G: a refusal before reading names no control
+    err, c, _ = client.ext_ctrls(uapi.VIDIOC_TRY_EXT_CTRLS, [(uapi.V4L2_CID_MPEG_VIDEO_H264_CPB_SIZE, 64),
+                                                            (0x00981234, 0)])
+    assert (err, c.error_idx) == (errno.EINVAL, 1)   # TRY names the failing control
     err, c, _ = client.ext_ctrls(uapi.VIDIOC_S_EXT_CTRLS, [(uapi.V4L2_CID_MPEG_VIDEO_H264_CPB_SIZE, 2048),
                                                           (uapi.V4L2_CID_MIN_BUFFERS_FOR_CAPTURE, 9)])
-    assert (err, c.error_idx) == (errno.EACCES, 1)
+    assert (err, c.error_idx) == (errno.EACCES, 2)   # S: error_idx = count, as v4l2-compliance checks
     assert client.g_ctrl(uapi.V4L2_CID_MPEG_VIDEO_H264_CPB_SIZE) == (0, 1024)   # all or nothing
     err, _, items = client.ext_ctrls(uapi.VIDIOC_G_EXT_CTRLS, [(uapi.V4L2_CID_MPEG_VIDEO_H264_CPB_SIZE, 0)],
                                      which=uapi.V4L2_CTRL_CLASS_USER)
@@ -413,7 +433,7 @@ def test_blocking_dqbuf_waits_for_the_frame_and_release_wakes_it() -> None:
     client = Client(VideoFile(device, CoreKind.DECODER, APP))
     start_decoder(client)
     client.qbuf(OUT, 1, 4000)
-    client.dqbuf(CAP)
+    assert client.dqbuf(CAP, nonblocking=False)[1].sequence == 0    # after the header is parsed
     started = time.monotonic()
     err, buf, _ = client.dqbuf(CAP, nonblocking=False)
     assert err == 0 and buf.sequence == 1 and 0.005 < time.monotonic() - started < 1.0

@@ -24,6 +24,7 @@ from memtrackfs.testing.helpers import (
     wait_for,
 )
 from vpu_sim import uapi
+from vpu_sim.apps.v4l2 import OUTPUT, V4l2Device
 
 TREE = "sys/kernel/debug/v4l2-memtrack/amphion-vpu"
 DECODER, ENCODER = "dev/video0", "dev/video1"
@@ -151,18 +152,23 @@ def test_a_client_killed_mid_stream_loses_its_instance(vpu: Mount) -> None:
     assert vpu.read("proc/rk_dmabuf/size") == b"Total: 0 KiB\n"
 
 
-def test_a_ninth_decoder_instance_is_busy(vpu: Mount) -> None:
-    fds = [os.open(vpu / DECODER, os.O_RDWR) for _ in range(8)]
+def test_opens_are_unlimited_and_a_ninth_stream_is_refused_at_streamon(vpu: Mount) -> None:
+    """vpu_inst_register() takes a firmware slot at STREAMON: open never fails for want of one."""
+    devices = [V4l2Device(str(vpu / DECODER)) for _ in range(12)]
     try:
-        with pytest.raises(OSError) as busy:
-            os.open(vpu / DECODER, os.O_RDWR)
-        assert busy.value.errno == errno.EBUSY
-        assert len(instances(vpu)) == 8
-        os.close(fds.pop())
-        fds.append(os.open(vpu / DECODER, os.O_RDWR))  # a slot is free again
+        assert len(instances(vpu)) == 12
+        for device in devices[:8]:
+            device.request_buffers(OUTPUT, 8)
+            device.stream_on(OUTPUT)
+        devices[8].request_buffers(OUTPUT, 8)
+        with pytest.raises(OSError) as refused:
+            devices[8].stream_on(OUTPUT)
+        assert refused.value.errno == errno.EINVAL
+        devices.pop(0).close()
+        devices[7].stream_on(OUTPUT)  # a slot is free again
     finally:
-        for fd in fds:
-            os.close(fd)
+        for device in devices:
+            device.close()
 
 
 def test_a_killed_daemon_makes_nodes_fail_and_a_restart_works(tmp_path: Path) -> None:
@@ -209,3 +215,69 @@ def test_the_daemon_says_when_it_is_ready_and_a_failed_start_names_its_log(tmp_p
     assert str(failed.value) == (f"vpu-sim daemon exited with status 1 before it was ready (its log: {log}):\n"
                                  + log.read_text().strip())
     assert f"{not_a_mount.path} is not a memtrackfs mount point" in log.read_text()
+
+
+# A client that subscribes to V4L2_EVENT_CTRL on the memory-usage control and waits for it with
+# select() on exceptfds (poll() with POLLPRI alone would also see POLLERR before streaming: FUSE
+# does not say which events a poller asked for, README).
+CTRL_EVENT_CLIENT = r"""
+import ctypes, fcntl, select, sys, time
+from vpu_sim import uapi
+from vpu_sim.apps.v4l2 import OUTPUT, V4l2Device
+dev = V4l2Device(sys.argv[1])
+sub = uapi.v4l2_event_subscription(type=uapi.V4L2_EVENT_CTRL, id=uapi.V4L2_CID_MEMORY_USAGE,
+                                   flags=uapi.V4L2_EVENT_SUB_FL_SEND_INITIAL)
+fcntl.ioctl(dev.fd, uapi.VIDIOC_SUBSCRIBE_EVENT, sub)
+def next_event():
+    assert select.select([], [], [dev.fd], 5)[2], "no event within 5 s"
+    ev = uapi.v4l2_event()
+    fcntl.ioctl(dev.fd, uapi.VIDIOC_DQEVENT, ev)
+    return ev
+initial = next_event()
+print("initial", initial.u.ctrl.changes, initial.u.ctrl.value64)
+dev.set_format(OUTPUT, uapi.V4L2_PIX_FMT_H264, 1920, 1080)
+started = time.monotonic()
+dev.request_buffers(OUTPUT, 8)
+changed = next_event()
+print("changed", changed.u.ctrl.changes, changed.u.ctrl.value64, "after %.2f s" % (time.monotonic() - started))
+print("usage", dev.get_control64(uapi.V4L2_CID_MEMORY_USAGE))
+"""
+
+
+def test_memory_usage_changes_arrive_as_control_events(vpu: Mount) -> None:
+    done = subprocess.run([sys.executable, "-c", CTRL_EVENT_CLIENT, str(vpu / DECODER)], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    flags_value = uapi.V4L2_EVENT_CTRL_CH_FLAGS | uapi.V4L2_EVENT_CTRL_CH_VALUE
+    assert lines[0] == f"initial {flags_value} 0"
+    _, changes, value, _, seconds, _ = lines[1].split()
+    assert int(changes) == uapi.V4L2_EVENT_CTRL_CH_VALUE and int(value) == 8 * 2_076_672
+    assert float(seconds) >= 0.19  # the RFC's 200 ms coalescing
+    assert lines[2] == f"usage {8 * 2_076_672}"
+
+
+def test_buffers_map_shared_and_keep_what_is_written(vpu: Mount) -> None:
+    """mmap(MAP_SHARED) of a buffer at its QUERYBUF offset; stores survive munmap and re-mapping;
+    read() and write() of the node are EINVAL, as on a V4L2 node."""
+    import mmap
+    with V4l2Device(str(vpu / DECODER)) as dev:
+        with pytest.raises(OSError) as refused:
+            os.read(dev.fd, 16)
+        assert refused.value.errno == errno.EINVAL
+        with pytest.raises(OSError) as refused:
+            os.write(dev.fd, b"x")
+        assert refused.value.errno == errno.EINVAL
+        dev.set_format(OUTPUT, uapi.V4L2_PIX_FMT_H264, 1280, 720)
+        dev.request_buffers(OUTPUT, 8)
+        b, planes = dev._buffer(OUTPUT, 3)
+        fcntl.ioctl(dev.fd, uapi.VIDIOC_QUERYBUF, b)
+        offset, length = planes[0].m.mem_offset, planes[0].length
+        mapping = mmap.mmap(dev.fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=offset)
+        assert mapping[:4] == b"\0\0\0\0"
+        mapping[4096:4100] = b"abcd"
+        mapping.close()
+        again = mmap.mmap(dev.fd, length, mmap.MAP_SHARED, mmap.PROT_READ, offset=offset)
+        assert again[4096:4100] == b"abcd"
+        again.close()
+        assert (vpu / DECODER).stat().st_size == 1 << 40  # every mmap offset lies inside the file

@@ -1,8 +1,10 @@
 """The FUSE adapter: maps paths to entries and file handles to open files. No logic of its own.
 
 Errors: entries raise KernelError, an OSError, which fusepy and mfusepy turn into -errno.
-Every file is opened with direct I/O and reports st_size 0, so readers read until EOF, as with
-procfs and debugfs; symlinks report st_size 0 too, as procfs's do (readers must not trust it).
+Every generated file is opened with direct I/O and reports st_size 0, so readers read until EOF,
+as with procfs and debugfs; symlinks report st_size 0 too, as procfs's do (readers must not trust
+it). Device nodes are opened through the page cache instead, kept across opens, so that their
+buffers can be mapped (``entries.DeviceFile``).
 """
 from __future__ import annotations
 
@@ -16,13 +18,12 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from memtrackfs.fs.entries import DeviceFile, Directory, Entry, File, KmsgFile, OpenFile, Symlink
-from memtrackfs.fs.fuselib import load_fuse_module
+from memtrackfs.fs.context import caller, fuse
+from memtrackfs.fs.entries import DeviceFile, Directory, Entry, File, IoctlFailed, KmsgFile, OpenFile, Symlink
 from memtrackfs.fs.poll import PollHandles
+from memtrackfs.server.usermem import copy_from_user
 from memtrackfs.kernel import Kernel
-from memtrackfs.processes import identify, thread_group
-
-fuse = load_fuse_module()
+from memtrackfs.processes import identify
 
 
 # -- libfuse's worker threads keep their Python thread state -----------------------------------
@@ -86,10 +87,11 @@ class MemtrackOperations(fuse.Operations):
         self._open: dict[int, OpenFile] = {}   # dict get/set/pop are atomic: no lock needed
         self._fh = itertools.count(1)
         self._owner = (os.geteuid(), os.getegid())
-        self._attrs: dict[tuple[int, int], dict[str, int]] = {}  # one attribute dict per kind
+        self._attrs: dict[tuple[int, int, int], dict[str, int]] = {}  # one attribute dict per kind
         self._boot_ns = time.time_ns()
         self.poll_handles = PollHandles(fuse)
         kernel.log_listeners.append(self._wake_kmsg_readers)
+        kernel.file_wake_listeners.append(self._wake_device_file)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -113,23 +115,17 @@ class MemtrackOperations(fuse.Operations):
         return entry
 
     def _stat(self, entry: Entry) -> dict[str, int]:
-        key = (entry.file_type, entry.mode)
+        key = (entry.file_type, entry.mode, entry.size)
         attrs = self._attrs.get(key)
         if attrs is None:
             uid, gid = self._owner
             attrs = self._attrs[key] = {
                 "st_mode": entry.file_type | entry.mode,
                 "st_nlink": 2 if entry.file_type == stat.S_IFDIR else 1,
-                "st_size": 0, "st_uid": uid, "st_gid": gid,
+                "st_size": entry.size, "st_uid": uid, "st_gid": gid,
                 "st_atime": self._boot_ns, "st_mtime": self._boot_ns, "st_ctime": self._boot_ns,
             }
         return attrs
-
-    @staticmethod
-    def _caller() -> tuple[int, int]:
-        """(tgid, pid) of the calling thread, as ``current`` has them (FUSE gives the thread id)."""
-        pid = fuse.fuse_get_context()[2]
-        return thread_group(pid), pid
 
     def _used_by(self, handle: OpenFile, tgid: int) -> None:
         """Record a process that holds a device file (its opener, or one it was passed to), so
@@ -144,6 +140,11 @@ class MemtrackOperations(fuse.Operations):
             else:
                 handle.file_key = self.kernel.files.open(f"dev/{handle.entry.node.name}", holder)
 
+    def _note_use(self, entry: DeviceFile, tgid: int) -> None:
+        """The caller looked this node up or opened it: /sys/dev/char/0:0 is it for that process."""
+        with self.kernel.lock:
+            self.kernel.devices.note_use(tgid, entry.node.name)
+
     def _file(self, path: str) -> File:
         entry = self._resolve(path)
         if not isinstance(entry, File):
@@ -153,7 +154,10 @@ class MemtrackOperations(fuse.Operations):
     # -- operations --------------------------------------------------------------------------
 
     def getattr(self, path: str, fh: Any = None) -> dict[str, int]:
-        return self._stat(self._resolve(path))
+        entry = self._resolve(path)
+        if isinstance(entry, DeviceFile) and entry.node.identity is not None:
+            self._note_use(entry, caller()[0])
+        return self._stat(entry)
 
     def readdir(self, path: str, fh: Any) -> list[str]:
         entry = self._resolve(path)
@@ -172,12 +176,18 @@ class MemtrackOperations(fuse.Operations):
         entry = self._file(path)
         handle = OpenFile(entry, next(self._fh))
         if isinstance(entry, DeviceFile):
-            tgid, pid = self._caller()
+            tgid, pid = caller()
+            if entry.node.identity is not None:
+                self._note_use(entry, tgid)
             entry.open(handle, fi.flags, tgid, pid)
             self._used_by(handle, tgid)
+            # Through the page cache (mmap needs it), and keep what is cached: another open
+            # must not drop pages a mapping of this node still relies on.
+            fi.direct_io, fi.keep_cache = 0, 1
+        else:
+            fi.direct_io = 1
         self._open[handle.fh] = handle
         fi.fh = handle.fh
-        fi.direct_io = 1
         return 0
 
     def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
@@ -190,6 +200,11 @@ class MemtrackOperations(fuse.Operations):
         handle = self._open.get(fi.fh)
         if handle is None:
             raise fuse.FuseOSError(errno.EBADF)
+        if isinstance(handle.entry, DeviceFile):
+            # writepage: the kernel writing back a dirty page of a mapping (FUSE_WRITE_CACHE),
+            # not a write() call.
+            handle.entry.write_at(bytes(data), offset, bool(fi.writepage))
+            return len(data)
         with self.kernel.transaction():
             handle.entry.write(bytes(data))
         return len(data)
@@ -210,12 +225,28 @@ class MemtrackOperations(fuse.Operations):
         direction, size = cmd >> 30, (cmd >> 16) & 0x3FFF
         data_in = ctypes.string_at(data, size) if direction & 1 and size and data else b""
         out_size = size if direction & 2 else 0
-        tgid, pid = self._caller()
+        tgid, pid = caller()
         self._used_by(handle, tgid)
-        out = handle.entry.ioctl(handle, cmd, arg or 0, data_in, out_size, tgid, pid)
+        try:
+            out = handle.entry.ioctl(handle, cmd, arg or 0, data_in, out_size, tgid, pid)
+        except IoctlFailed as exc:
+            # libfuse 2 sends the output buffer back with the error, and the kernel copies it to
+            # the caller: it must hold what the caller had, unless the driver gave it back.
+            if out_size and data:
+                kept = exc.output or data_in or self._user_bytes(pid, arg, out_size)
+                ctypes.memmove(data, kept, min(len(kept), out_size))
+            raise
         if out and data:
             ctypes.memmove(data, out, len(out))
         return 0
+
+    @staticmethod
+    def _user_bytes(pid: int, address: Any, size: int) -> bytes:
+        """The caller's own argument (an _IOR ioctl sends none), or zeros if it cannot be read."""
+        try:
+            return copy_from_user(pid, address or 0, size)
+        except OSError:
+            return bytes(size)
 
     def poll(self, path: str, fi: Any, poll_handle: Optional[int], revents: Any) -> int:
         handle = self._open.get(fi.fh)
@@ -230,6 +261,10 @@ class MemtrackOperations(fuse.Operations):
             handle = self._open.get(fh)
             return handle is not None and isinstance(handle.entry, KmsgFile)
         self.poll_handles.wake(reads_kmsg)
+
+    def _wake_device_file(self, fh: int) -> None:
+        """A driver says its open file ``fh`` may answer poll differently now."""
+        self.poll_handles.wake(lambda armed: armed == fh)
 
     def release(self, path: str, fi: Any) -> int:
         self.poll_handles.forget(fi.fh)

@@ -13,8 +13,9 @@ import stat
 from typing import Any, Callable, Mapping, Optional
 
 from memtrackfs.errors import KernelError
-from memtrackfs.fs.poll import DEFAULT_POLLMASK, POLLIN, POLLRDNORM
+from memtrackfs.fs.poll import DEFAULT_POLLMASK, POLLERR, POLLHUP, POLLIN, POLLRDNORM
 from memtrackfs.kernel import Kernel
+from memtrackfs.model.buffer_memory import MAPPABLE_SIZE
 from memtrackfs.model.devices import DeviceNode
 from memtrackfs.render.kmsg import render_kmsg_record
 
@@ -36,6 +37,7 @@ class OpenFile:
 
 class Entry:
     mode = 0
+    size = 0  # what stat reports: procfs and debugfs files say 0
 
     @property
     def file_type(self) -> int:
@@ -144,43 +146,79 @@ class KmsgFile(File):
         return POLLIN | POLLRDNORM if readable else 0
 
 
+class IoctlFailed(KernelError):
+    """A failed ioctl whose argument still goes back to the caller (``output``; None: as it was)."""
+
+    def __init__(self, code: int, message: str, output: Optional[bytes]) -> None:
+        super().__init__(code, message)
+        self.output = output
+
+
 class DeviceFile(File):
     """A device node served by a driver: open, ioctl and release go to it and wait (bounded).
 
     It is a regular file, not a character device: the kernel would route a device node's
-    operations by its device number, past FUSE.
+    operations by its device number, past FUSE. It is opened without direct I/O, so that
+    ``mmap(MAP_SHARED)`` works through the page cache (``model.buffer_memory``); its size covers
+    every mmap offset a driver hands out.
     """
 
     mode = 0o666
+    size = MAPPABLE_SIZE
 
     def __init__(self, node: DeviceNode, timeout: float) -> None:
         self.node = node
         self.timeout = timeout
 
-    def _call(self, event: dict[str, Any]) -> dict[str, Any]:
+    def _call(self, handle: OpenFile, event: dict[str, Any], *, check: bool = True) -> dict[str, Any]:
         if not self.node.alive:
             raise KernelError(errno.ENODEV, f"dev/{self.node.name}: its driver is gone")
-        reply = self.node.driver.call({**event, "device": self.node.name}, self.timeout)
-        if reply["result"]:
-            name = reply["result"]
-            raise KernelError(getattr(errno, name), f"dev/{self.node.name}: driver answered {name}")
+        reply = self.node.driver.call({**event, "device": self.node.name, "file": handle.fh}, self.timeout)
+        if reply.get("mappable") is not None:
+            # The driver's buffers changed (REQBUFS, CREATE_BUFS): what mmap may reach now.
+            self.node.memory.set_regions(handle.fh, reply["mappable"])
+        if check and reply["result"]:
+            raise self._failure(reply)
         return reply
 
+    def _failure(self, reply: dict[str, Any]) -> KernelError:
+        name = reply["result"]
+        return KernelError(getattr(errno, name), f"dev/{self.node.name}: driver answered {name}")
+
     def open(self, handle: OpenFile, flags: int, tgid: int, pid: int) -> None:
-        self._call({"event": "open", "file": handle.fh, "flags": flags, "tgid": tgid, "pid": pid})
+        self._call(handle, {"event": "open", "flags": flags, "tgid": tgid, "pid": pid})
 
     def ioctl(self, handle: OpenFile, cmd: int, arg: int, data_in: bytes, out_size: int,
               tgid: int, pid: int) -> bytes:
-        reply = self._call({"event": "ioctl", "file": handle.fh, "cmd": cmd, "arg": arg, "tgid": tgid,
-                            "pid": pid, "in": base64.b64encode(data_in).decode(), "out_size": out_size})
+        reply = self._call(handle, {"event": "ioctl", "cmd": cmd, "arg": arg, "tgid": tgid, "pid": pid,
+                                    "in": base64.b64encode(data_in).decode(), "out_size": out_size}, check=False)
+        if reply["result"]:
+            # A failed ioctl copies nothing back, but the extended-control ones their error_idx
+            # (the driver then sends the argument along).
+            failure = self._failure(reply)
+            raise IoctlFailed(failure.errno, failure.message, reply["out"][:out_size] or None)
         return reply["out"][:out_size]
 
     def release(self, handle: OpenFile) -> None:
+        self.node.memory.release(handle.fh)
         if self.node.alive:
-            self._call({"event": "release", "file": handle.fh})
+            self._call(handle, {"event": "release"})
+
+    def poll(self, kernel: Kernel, handle: OpenFile) -> int:
+        """The driver's poll answer (its ``revents``); it ``wake``s the file when that changes.
+        A node whose driver is gone is readable and writable with an error, as a hung-up file."""
+        try:
+            reply = self._call(handle, {"event": "poll"})
+        except KernelError:
+            return POLLERR | POLLHUP
+        return reply.get("revents", 0)
 
     def read(self, kernel: Kernel, handle: OpenFile, size: int, offset: int) -> bytes:
-        raise KernelError(errno.EINVAL, "a V4L2 mem2mem device has no read()")
+        # A page-cache fill of a mapped buffer. A read() of a V4L2 node is EINVAL (v4l2_read():
+        # no read op), and so is this unless the offset is in a buffer: FUSE cannot tell the two.
+        return self.node.memory.read(offset, size)
 
-    def write(self, data: bytes) -> None:
-        raise KernelError(errno.EINVAL, "a V4L2 mem2mem device has no write()")
+    def write_at(self, data: bytes, offset: int, from_page_cache: bool) -> None:
+        if not from_page_cache:
+            raise KernelError(errno.EINVAL, "a V4L2 mem2mem device has no write()")
+        self.node.memory.write_back(offset, data)

@@ -21,6 +21,7 @@ from types import ModuleType
 from typing import Callable, Optional
 
 POLLIN, POLLOUT, POLLPRI, POLLERR = select.POLLIN, select.POLLOUT, select.POLLPRI, select.POLLERR
+POLLHUP = select.POLLHUP
 POLLRDNORM, POLLWRNORM = select.POLLRDNORM, select.POLLWRNORM
 # What the kernel answers for a file whose driver has no poll (include/linux/poll.h).
 DEFAULT_POLLMASK = POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM

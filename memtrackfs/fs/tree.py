@@ -6,6 +6,7 @@ import os
 from typing import Callable, Optional
 
 from memtrackfs.errors import KernelError
+from memtrackfs.fs.context import caller_tgid
 from memtrackfs.fs.entries import (
     DeviceFile,
     Directory,
@@ -14,6 +15,7 @@ from memtrackfs.fs.entries import (
     KmsgFile,
     Symlink,
 )
+from memtrackfs.fs.sysfs_tree import sysfs_entries
 from memtrackfs.kernel import Kernel
 from memtrackfs.model.boards import MEMTRACK, MPP_SERVICE, RK_DMA_HEAP, RK_DMABUF, RK_HEAP_BITMAP
 from memtrackfs.model.dmabuf import DmaBuf, DmaBufTable
@@ -201,5 +203,6 @@ def build_tree(kernel: Kernel, proc_union: Optional[str] = None) -> Directory:
         "dev": Directory({"kmsg": KmsgFile()}, mode=0o755, lookup=device_lookup,
                          names=lambda: list(kernel.devices.nodes)),
         "proc": _proc_dir(kernel, proc_union),
-        "sys": Directory({"kernel": Directory(sys_kernel, mode=0o755)}, mode=0o755),
+        "sys": Directory({"kernel": Directory(sys_kernel, mode=0o755), **sysfs_entries(kernel, caller_tgid)},
+                         mode=0o755),
     }, mode=0o755)

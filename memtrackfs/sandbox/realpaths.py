@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import stat
 
+from memtrackfs.sandbox import device_identity
 from memtrackfs.sandbox.namespace import bind, mount_tmpfs
 
 
@@ -33,6 +34,7 @@ def install(mountpoint: str, real_proc: str) -> None:
         if not os.path.lexists(target):
             _create_like(source, target)
         bind(source, target)
+    device_identity.install(mountpoint, shadow)
     # /proc last: shadow() reaches the covered directories through the real /proc/self/fd.
     bind("/proc", real_proc)
     bind(f"{mountpoint}/proc", "/proc")

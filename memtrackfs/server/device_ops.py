@@ -7,14 +7,16 @@ import errno
 from typing import TYPE_CHECKING, Any
 
 from memtrackfs.errors import KernelError
+from memtrackfs.model.buffer_memory import MAPPABLE_SIZE, check_regions
 from memtrackfs.server import fields
 from memtrackfs.server.driver_endpoint import DriverEndpoint
-from memtrackfs.server.usermem import MAX_COPY, copy_from_user, copy_to_user
+from memtrackfs.server.usermem import MAX_COPY, copy_from_user, copy_to_user, read_mapping
 
 if TYPE_CHECKING:
     from memtrackfs.server.session import Session
 
 Reply = dict[str, Any]
+MAX_USER_WRITES = 64  # per call: a multi-planar buffer's plane array and struct, a control array...
 
 
 def _endpoint(session: "Session") -> DriverEndpoint:
@@ -38,23 +40,78 @@ def _base64(request: dict[str, Any], key: str) -> bytes:
     return data
 
 
+def _sysfs(request: dict[str, Any]) -> dict[str, str] | None:
+    """The optional ``sysfs`` object: the node's class device (subsystem, label, parent, driver)."""
+    sysfs = request.get("sysfs")
+    if sysfs is None:
+        return None
+    keys = ("subsystem", "label", "parent", "driver")
+    if not isinstance(sysfs, dict) or set(sysfs) != set(keys):
+        raise KernelError(errno.EINVAL, f"sysfs must be an object with exactly {', '.join(keys)}")
+    return {key: fields.name(sysfs, key) for key in keys}
+
+
 def op_register_device(session: "Session", request: dict[str, Any]) -> Reply:
     name = fields.name(request)
+    sysfs = _sysfs(request)
     endpoint = session.endpoint or DriverEndpoint(session.client or f"pid {session.peer_pid}", session.push)
     with session.kernel.transaction() as k:
-        endpoint.devices.append(k.devices.register(name, endpoint))  # refused: nothing changed
+        endpoint.devices.append(k.devices.register(name, endpoint, sysfs))  # refused: nothing changed
         session.endpoint = endpoint
         k.log.info(f"memtrackfs: dev/{name} registered by {endpoint.name}")
     return {}
 
 
+def _user_writes(request: dict[str, Any]) -> list[tuple[int, bytes]]:
+    writes = request.get("user", [])
+    if not isinstance(writes, list) or len(writes) > MAX_USER_WRITES:
+        raise KernelError(errno.EINVAL, f"user must be a list of at most {MAX_USER_WRITES} {{addr, data}} objects")
+    checked = []
+    for write in writes:
+        if not isinstance(write, dict):
+            raise KernelError(errno.EINVAL, "each user write is {\"addr\": N, \"data\": base64}")
+        checked.append((fields.integer(write, "addr", 0, 2**64 - 1), _base64(write, "data")))
+    if sum(len(data) for _, data in checked) > MAX_COPY:
+        raise KernelError(errno.EINVAL, f"the user writes of one call total at most {MAX_COPY} bytes")
+    return checked
+
+
 def op_complete(session: "Session", request: dict[str, Any]) -> Reply:
-    """The driver's answer to an open/ioctl/release: ``result`` 0 or an errno name, ``out`` bytes."""
+    """The driver's answer to an open/ioctl/release: ``result`` 0 or an errno name, ``out`` bytes;
+    ``user``: copy_to_user writes done in the caller before it is answered (a failing one makes
+    the call EFAULT, as in the kernel); ``mappable``, when its buffers changed: the file's mmap
+    regions from now on."""
     result = request.get("result", 0)
     if result != 0 and not (isinstance(result, str) and isinstance(getattr(errno, result, None), int)):
         raise KernelError(errno.EINVAL, f"result must be 0 or an errno name like 'EINVAL', got {result!r}")
     out = _base64(request, "out")
-    _endpoint(session).complete(_call_id(request), {"result": result, "out": out})
+    writes = _user_writes(request)
+    mappable = request.get("mappable")
+    if mappable is not None:
+        if not isinstance(mappable, list):
+            raise KernelError(errno.EINVAL, "mappable must be a list of [offset, length] pairs")
+        mappable = check_regions(mappable)
+    endpoint = _endpoint(session)
+    call_id = _call_id(request)
+    if writes:
+        pid = endpoint.caller_pid(call_id)
+        try:
+            for addr, data in writes:
+                copy_to_user(pid, addr, data)
+        except KernelError:
+            result, out = "EFAULT", b""
+    revents = fields.integer(request, "revents", 0, 0xFFFF, 0)
+    endpoint.complete(call_id, {"result": result, "out": out, "mappable": mappable, "revents": revents})
+    return {}
+
+
+def op_wake(session: "Session", request: dict[str, Any]) -> Reply:
+    """A driver's open file may answer poll differently now (a buffer is done, an event queued):
+    its pollers are woken, and the kernel polls the file again."""
+    fh = fields.integer(request, "file", 1, 2**63 - 1)
+    _endpoint(session)
+    for listener in session.kernel.file_wake_listeners:
+        listener(fh)
     return {}
 
 
@@ -62,6 +119,22 @@ def op_copy_from_user(session: "Session", request: dict[str, Any]) -> Reply:
     pid = _endpoint(session).caller_pid(_call_id(request))
     data = copy_from_user(pid, fields.integer(request, "addr", 0, 2**64 - 1),
                           fields.integer(request, "len", 0, MAX_COPY))
+    return {"data": base64.b64encode(data).decode()}
+
+
+def op_read_buffer(session: "Session", request: dict[str, Any]) -> Reply:
+    """A buffer's bytes at an mmap ``offset`` of the call's node, as the calling process's mapping
+    holds them (a driver reading the bitstream an application queued); its written-back pages,
+    or zeros, where that process maps nothing."""
+    endpoint = _endpoint(session)
+    call_id = _call_id(request)
+    pid = endpoint.caller_pid(call_id)
+    device = endpoint.call_device(call_id)
+    offset = fields.integer(request, "offset", 0, MAPPABLE_SIZE - 1)
+    length = fields.integer(request, "len", 0, MAX_COPY)
+    data = read_mapping(pid, device.name, offset, length)
+    if data is None:
+        data = device.memory.read(offset, length) if length else b""
     return {"data": base64.b64encode(data).decode()}
 
 

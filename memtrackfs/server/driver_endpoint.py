@@ -20,6 +20,7 @@ from memtrackfs.model.devices import DeviceNode
 class _InFlight(NamedTuple):
     future: Future
     caller_pid: int
+    device: str
 
 
 class DriverEndpoint:
@@ -40,7 +41,7 @@ class DriverEndpoint:
             if self._closed:
                 raise KernelError(errno.ENODEV, f"driver {self.name} is gone")
             call_id = next(self._ids)
-            self._calls[call_id] = _InFlight(future, event.get("pid", 0))
+            self._calls[call_id] = _InFlight(future, event.get("pid", 0), event.get("device", ""))
         try:
             self._push({**event, "call": call_id})
             return future.result(timeout)
@@ -57,6 +58,15 @@ class DriverEndpoint:
         if call is None:
             raise KernelError(errno.ENOENT, f"no call {call_id} in flight (it timed out or completed)")
         return call.caller_pid
+
+    def call_device(self, call_id: int) -> DeviceNode:
+        """The device node a call in flight is for."""
+        with self._lock:
+            call = self._calls.get(call_id)
+        node = next((n for n in self.devices if call is not None and n.name == call.device), None)
+        if node is None:
+            raise KernelError(errno.ENOENT, f"no call {call_id} in flight (it timed out or completed)")
+        return node
 
     def complete(self, call_id: int, reply: dict[str, Any]) -> None:
         with self._lock:

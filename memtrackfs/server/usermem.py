@@ -53,3 +53,26 @@ def copy_to_user(pid: int, addr: int, data: bytes) -> None:
     if done != len(data):
         raise KernelError(errno.EFAULT, f"cannot write {len(data)} bytes at {addr:#x} of pid {pid}: "
                                         f"{errno.errorcode.get(ctypes.get_errno(), 'short write')}")
+
+
+def read_mapping(pid: int, name: str, offset: int, length: int) -> bytes | None:
+    """What process ``pid`` sees at file offset ``offset`` of its mapping of device node ``name``
+    (a FUSE file: device major 0), or None if it maps nothing there. The driver's view of a
+    buffer the application filled through mmap(): its stores sit in the page cache, and reach
+    the daemon's own store only when the kernel writes them back."""
+    if not 0 <= length <= MAX_COPY:
+        raise KernelError(errno.EINVAL, f"read length must be 0..{MAX_COPY}")
+    try:
+        with open(f"/proc/{pid}/maps") as maps:
+            lines = maps.readlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or not fields[5].rstrip("\n").endswith(f"/{name}") or not fields[3].startswith("00:"):
+            continue
+        start, end = (int(value, 16) for value in fields[0].split("-"))
+        file_offset = int(fields[2], 16)
+        if file_offset <= offset and offset + length <= file_offset + (end - start):
+            return copy_from_user(pid, start + offset - file_offset, length)
+    return None

@@ -156,6 +156,10 @@ class UserSpace:
         block, offset = self._block(address, len(data))
         block[offset:offset + len(data)] = data
 
+    def read_buffer(self, offset: int, size: int) -> bytes:
+        """No buffer is mapped here: the driver sees no bitstream (one picture per buffer)."""
+        return b""
+
 
 class Client:
     """An application using one open file of a video node through the uapi structs."""
@@ -268,10 +272,20 @@ def start_decoder(client: Client, width: int = 1920, height: int = 1080, out_cou
     assert client.reqbufs(OUT, out_count) == (0, out_count)
     assert client.stream(uapi.VIDIOC_STREAMON, OUT) == 0
     assert client.qbuf(OUT, 0, 5000, timestamp=(1, 0)) == 0   # the sequence header's buffer
+    parse_header(client)
     assert client.reqbufs(CAP, cap_count)[0] == 0
     assert client.stream(uapi.VIDIOC_STREAMON, CAP) == 0
     for index in range(cap_count):
         assert client.qbuf(CAP, index) == 0
+
+
+def parse_header(client: Client) -> None:
+    """Let the firmware report the header: one frame period after the first OUTPUT buffer."""
+    instance = client.file.instance
+    if isinstance(instance.clock, FakeClock):
+        instance.advance()
+        instance.clock.now += instance.frame_period
+        instance.advance()
 
 
 def instance_of(client: Client) -> int:

@@ -21,8 +21,12 @@ SZ_8M = 8 << 20
 TRACKER_ROOT = "amphion-vpu"          # the RFC's root: debugfs v4l2-memtrack/amphion-vpu
 VPU_DEVICE = "2c000000.vpu"
 DISPLAY_DEVICE = "display-subsystem"
-DRIVER_NAME = "amphion-vpu"           # v4l2_capability.driver
+DRIVER_NAME = "amphion-vpu"           # v4l2_capability.driver, the platform driver's name
 BUS_INFO = "platform: amphion-vpu"
+MEDIA_MODEL = "amphion-vpu"           # media_device_info.model (vpu_init_media_device())
+# The VPU's platform device under /sys/devices: the parent of the video and media nodes
+# (vpu@2c000000 of imx8-ss-vpu.dtsi, a top-level node).
+SYSFS_PARENT = "platform/" + VPU_DEVICE
 NOTIFY_DELAY_MS = 200                 # VPU_NOTIFY_DELAY_MS: coalescing of the memory-usage control
 
 # Node and leaf names of the RFC's tree.
@@ -172,6 +176,12 @@ class SequenceHeader:
     @property
     def min_capture_buffers(self) -> int:
         return self.num_ref + self.num_dpb
+
+    @property
+    def decoded_size(self) -> tuple[int, int]:
+        """The frame the firmware decodes into: whole macroblocks (1920x1080 decodes as
+        1920x1088); the stream's own size is the visible rectangle inside it."""
+        return align(self.width, 16), align(self.height, 16)
 
     @property
     def capture_planes(self) -> tuple[int, int]:

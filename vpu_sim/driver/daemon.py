@@ -2,52 +2,62 @@
 
 It connects to the mount's socket as a driver whose state goes with it (``destroy_on_close``),
 probes (``amphion-vpu`` root with the cores' ``fw``/``rpc``), registers the decoder and encoder
-nodes, and serves each open file's ioctls with ``vpu_sim.driver.ioctls.VideoFile``. Every forwarded call
-runs in its own thread: a blocking DQBUF must not hold up the others, and the socket's reader
-thread must stay free to deliver the replies those calls wait for.
+nodes and the media device (each with its sysfs identity), and serves each open file's ioctls
+and polls with ``vpu_sim.driver.ioctls.VideoFile`` (``media.MediaFile`` for the media device),
+through ``memtrackfs.driverkit``: every forwarded call on its own worker thread.
 """
 from __future__ import annotations
 
-import base64
 import errno
 import os
 from typing import Any
 
-from memtrackfs.client import MemtrackClient
+from memtrackfs.driverkit import Call, DeviceDriver, OutputError
+from vpu_sim import media_uapi, uapi
+from vpu_sim.driver import amphion
 from vpu_sim.driver.accounting import Memory
 from vpu_sim.driver.amphion import CoreKind
 from vpu_sim.driver.device import VpuDevice
 from vpu_sim.driver.faults import NO_FAULTS, Faults
-from vpu_sim.driver.forwarding import answer_in_thread, wait_until_stopped
 from vpu_sim.driver.ioctls import VideoFile
+from vpu_sim.driver.media import MediaFile, Topology, VideoFunction
 from vpu_sim.driver.memtrack import Backing, Caller, MemoryArea
-from vpu_sim.driver.remote import CallerMemory, HeapBacking, SocketMemTrack
+from vpu_sim.driver.remote import HeapBacking, SocketMemTrack
 
 # Where vb2's planes come from, per allocator (the 2009 videobuf allocator RFC's three kinds).
 ALLOCATORS = ("dma-contig", "dma-sg", "vmalloc")
 NODE_NAMES = {CoreKind.DECODER: "video0", CoreKind.ENCODER: "video1"}
+MEDIA_NODE = "media0"
+_FUNCTIONS = {CoreKind.DECODER: media_uapi.MEDIA_ENT_F_PROC_VIDEO_DECODER,
+              CoreKind.ENCODER: media_uapi.MEDIA_ENT_F_PROC_VIDEO_ENCODER}
+# The ioctls after which the file's buffers, so what mmap() may reach, have changed.
+_BUFFER_SETUP = (uapi.VIDIOC_REQBUFS, uapi.VIDIOC_CREATE_BUFS)
 
 
-class VpuDaemon:
+class VpuDaemon(DeviceDriver):
+    name = "vpu_sim"
+
     def __init__(self, socket_path: str, board: str = "imx8qxp", fps: float = 30.0,
                  allocator: str = "dma-contig", faults: Faults = NO_FAULTS) -> None:
-        self.client = MemtrackClient(socket_path, client="vpu_sim", destroy_on_close=True,
-                                     on_event=self._on_event)
+        super().__init__(socket_path)
         self.memtrack = SocketMemTrack(self.client)
         memory = Memory(self.memtrack, coherent=HeapBacking(self.client), planes=self._planes(allocator))
         pid = os.getpid()  # probe runs in the driver's own context, as at module load
         self.device = VpuDevice(memory, board, caller=Caller(pid, pid), fps=fps, faults=faults)
-        self.files: dict[int, VideoFile] = {}
+        self.files: dict[int, VideoFile | MediaFile] = {}
         self.nonblocking: dict[int, bool] = {}
         self._kinds = {name: kind for kind, name in NODE_NAMES.items()}
-        for name in self._kinds:
-            self.client.call("register_device", name=name)
-        self.client.call("log", level=6, message=f"amphion-vpu: {board} probed, decoder dev/{NODE_NAMES[CoreKind.DECODER]}, "
-                                                  f"encoder dev/{NODE_NAMES[CoreKind.ENCODER]}, {allocator} vb2 planes")
+        self._last_video: dict[int, str] = {}  # tgid -> the video node it opened last
+        self.topology = Topology([VideoFunction(name, amphion.VIDEO_NODE_NAMES[kind], _FUNCTIONS[kind])
+                                  for kind, name in NODE_NAMES.items()])
+        for kind, name in NODE_NAMES.items():
+            self.register(name, _sysfs("video4linux", amphion.VIDEO_NODE_NAMES[kind]))
+        self.register(MEDIA_NODE, _sysfs("media", amphion.MEDIA_MODEL))
+        self.log(6, f"amphion-vpu: {board} probed, decoder dev/{NODE_NAMES[CoreKind.DECODER]}, "
+                    f"encoder dev/{NODE_NAMES[CoreKind.ENCODER]}, {allocator} vb2 planes")
         if faults.specs:
             # Whoever reads the kernel log of a faulty run should learn that the faults were on purpose.
-            self.client.call("log", level=4, message="amphion-vpu: injected faults: "
-                                                      + " ".join(str(spec) for spec in faults.specs))
+            self.log(4, "amphion-vpu: injected faults: " + " ".join(str(spec) for spec in faults.specs))
 
     def _planes(self, allocator: str) -> Backing:
         if allocator == "dma-contig":
@@ -58,46 +68,56 @@ class VpuDaemon:
 
     # -- forwarded file operations ------------------------------------------------------------
 
-    def _on_event(self, event: dict[str, Any]) -> None:
-        if event.get("event") == "notify":
-            self.memtrack.deliver(event)
-        elif "call" in event:
-            answer_in_thread(self.client, event, lambda e: getattr(self, "_" + e["event"])(e))
+    def notify(self, event: dict[str, Any]) -> None:
+        self.memtrack.deliver(event)
 
-    def _open(self, event: dict[str, Any]) -> bytes:
-        kind = self._kinds[event["device"]]
-        self.files[event["file"]] = VideoFile(self.device, kind, Caller(event["tgid"], event["pid"]))
-        self.nonblocking[event["file"]] = bool(event["flags"] & os.O_NONBLOCK)
+    def open(self, call: Call) -> bytes:
+        if call.device == MEDIA_NODE:
+            self.files[call.file] = MediaFile(self.topology, lambda tgid: self._last_video.get(tgid, ""))
+            return b""
+        file_id = call.file
+        self.files[file_id] = VideoFile(self.device, self._kinds[call.device], Caller(call.tgid, call.pid),
+                                        wake=lambda: self.wake(file_id))
+        self.nonblocking[file_id] = bool(call.event["flags"] & os.O_NONBLOCK)
+        self._last_video[call.tgid] = call.device
         return b""
 
-    def _ioctl(self, event: dict[str, Any]) -> bytes:
-        video = self.files.get(event["file"])
-        if video is None:
+    def ioctl(self, call: Call) -> bytes:
+        opened = self.files.get(call.file)
+        if opened is None:
             raise OSError(errno.EBADF, "unknown file")
-        memory = CallerMemory(self.client, event["call"])
-        code, out = video.ioctl(event["cmd"], base64.b64decode(event["in"]), memory,
-                                Caller(event["tgid"], event["pid"]),
-                                nonblocking=self.nonblocking[event["file"]])
+        caller = Caller(call.tgid, call.pid)
+        if isinstance(opened, MediaFile):
+            code, out = opened.ioctl(call.event["cmd"], call.argument, call.memory, caller)
+        else:
+            code, out = opened.ioctl(call.event["cmd"], call.argument, call.memory, caller,
+                                     nonblocking=self.nonblocking[call.file])
+            if call.event["cmd"] in _BUFFER_SETUP:
+                call.reply["mappable"] = opened.regions()
         if code:
-            if out and event["arg"]:
-                # FUSE copies nothing back on error; the extended-control ioctls still owe the
-                # caller their error_idx, so write it into the caller's struct directly.
-                memory.write(event["arg"], out)
-            raise OSError(code, os.strerror(code))
+            # A failed ioctl copies nothing back, except the extended-control ones (error_idx).
+            raise OutputError(code, out)
         return out
 
-    def _release(self, event: dict[str, Any]) -> bytes:
-        video = self.files.pop(event["file"], None)
-        self.nonblocking.pop(event["file"], None)
-        if video is not None:
-            video.release()
+    def poll(self, call: Call) -> bytes:
+        opened = self.files.get(call.file)
+        if isinstance(opened, VideoFile):
+            call.reply["revents"] = opened.poll()
+            return b""
+        return super().poll(call)  # a media device has no poll: DEFAULT_POLLMASK (media_poll())
+
+    def release(self, call: Call) -> bytes:
+        opened = self.files.pop(call.file, None)
+        self.nonblocking.pop(call.file, None)
+        if isinstance(opened, VideoFile):
+            opened.release()
         return b""
 
     # -- lifetime -----------------------------------------------------------------------------
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT (clean removal) or until memtrackfs goes away."""
-        if not wait_until_stopped(self.client):
+        if not self.wait_until_stopped():
             print("vpu-sim: memtrackfs closed the connection: exiting", flush=True)
             return 1
         self.shutdown()
@@ -105,8 +125,15 @@ class VpuDaemon:
 
     def shutdown(self) -> None:
         for file_id in list(self.files):
-            self._release({"file": file_id})
+            opened = self.files.pop(file_id)
+            if isinstance(opened, VideoFile):
+                opened.release()
         try:
             self.device.remove()
         finally:
-            self.client.close()
+            self.close()
+
+
+def _sysfs(subsystem: str, label: str) -> dict[str, str]:
+    """The class device of a node: under the VPU's platform device, bound to amphion-vpu."""
+    return {"subsystem": subsystem, "label": label, "parent": amphion.SYSFS_PARENT, "driver": amphion.DRIVER_NAME}

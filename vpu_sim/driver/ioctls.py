@@ -1,39 +1,39 @@
-"""An open file of a VPU video node: V4L2 ioctls decoded from their bytes and answered.
+"""An open file of a VPU video node: V4L2 ioctls decoded from their bytes and answered, the
+file's events, priority and poll.
 
 The device-node forwarding hands each ioctl over as (cmd, the ``_IOC_SIZE`` argument bytes, the
 caller's tgid/pid) plus access to the caller's memory for the arrays behind pointers (the plane
 array of a multi-planar ``v4l2_buffer``, the control array of ``v4l2_ext_controls``), and sends
-back (errno, output bytes). As ``video_usercopy()`` does, output bytes are only meaningful on
-success, except for the extended-control ioctls, whose ``error_idx`` is returned with the error.
+back (errno, output bytes). What ``video_usercopy()`` and ``__video_do_ioctl()`` do before a
+driver sees an ioctl is done here once for all: the table says which ioctls the node has
+(anything else is ENOTTY, as for an ioctl the driver does not implement: EXPBUF among them,
+since a FUSE daemon cannot put a dma-buf fd into the caller), which part of the argument is
+cleared before the handler (``INFO_FL_CLEAR``), which ioctls a file below the device's highest
+priority may not use (``INFO_FL_PRIO``: EBUSY), and which copy their argument back even on
+error (``INFO_FL_ALWAYS_COPY``: the extended controls' ``error_idx``).
 
 One ``VideoFile`` serialises its ioctls (as the driver's per-instance lock does) and lets a
-blocking DQBUF sleep, without holding that lock, until a frame completes or another thread
-queues a buffer.
+blocking DQBUF or DQEVENT sleep, without holding that lock, until a frame completes, an event
+arrives or another thread changes the queues. ``poll()`` answers as ``v4l2_m2m_poll()`` does
+and asks ``wake`` to tell the poller when the answer may have changed (a buffer done, an event
+queued), including at the time the next frame is due.
 """
 from __future__ import annotations
 
 import ctypes
 import errno
-import platform
-import re
+import select
 import threading
-from typing import Callable, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Optional, Protocol
 
 from memtrackfs.errors import KernelError
 from vpu_sim import uapi
-from vpu_sim.driver import amphion
 from vpu_sim.driver.amphion import CoreKind
-from vpu_sim.driver.controls import Control, ControlError
 from vpu_sim.driver.device import VpuDevice
-from vpu_sim.driver.formats import CAPTURE, PixFormat, PlaneFormat, fmtdesc_flags
+from vpu_sim.driver.events import EventQueue
+from vpu_sim.driver.instance import control_event
 from vpu_sim.driver.memtrack import Caller
-from vpu_sim.driver.queue import DST_QUEUE_OFF_BASE, Buffer
-
-DEVICE_CAPS = uapi.V4L2_CAP_VIDEO_M2M_MPLANE | uapi.V4L2_CAP_STREAMING
-BUF_CAPS = (uapi.V4L2_BUF_CAP_SUPPORTS_MMAP | uapi.V4L2_BUF_CAP_SUPPORTS_DMABUF
-            | uapi.V4L2_BUF_CAP_SUPPORTS_ORPHANED_BUFS)
-
-S = TypeVar("S", bound=ctypes.Structure)
 
 
 class UserMemory(Protocol):
@@ -42,6 +42,9 @@ class UserMemory(Protocol):
     def read(self, address: int, size: int) -> bytes: ...
 
     def write(self, address: int, data: bytes) -> None: ...
+
+    def read_buffer(self, offset: int, size: int) -> bytes:
+        """The bytes at mmap ``offset`` of the node, as the caller's mapping holds them."""
 
 
 class IoctlError(KernelError):
@@ -52,134 +55,169 @@ class IoctlError(KernelError):
         self.output = output
 
 
-def kernel_version(release: str = platform.release()) -> int:
-    """LINUX_VERSION_CODE of a release string such as '6.1.0-18-arm64' (QUERYCAP's version)."""
-    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release)
-    if match is None:
-        return 0
-    major, minor, patch = (int(part or 0) for part in match.groups())
-    return (major << 16) | (minor << 8) | min(patch, 255)
+@dataclass
+class Call:
+    """One ioctl as the handler sees it."""
+    file: "VideoFile"
+    arg: bytes                 # the argument, with what the core clears already cleared
+    user: UserMemory
+    caller: Caller
+    nonblocking: bool
+
+    @property
+    def instance(self):
+        return self.file.instance
 
 
-def _load(struct: type[S], arg: bytes) -> S:
+Handler = Callable[[Call], bytes]
+
+
+class IoctlInfo(NamedTuple):
+    handler: Handler
+    prio: bool = False                  # INFO_FL_PRIO
+    clear_after: Optional[int] = None   # INFO_FL_CLEAR: bytes from this offset are zeroed
+
+
+def clear_after(struct: type, field: str) -> int:
+    """The offset where INFO_FL_CLEAR(struct, field) starts zeroing: just after ``field``."""
+    member = getattr(struct, field)
+    return member.offset + member.size
+
+
+def load(struct: type, arg: bytes):
     """The argument as a struct; a short argument (an _IOR ioctl's) reads as zeros."""
     size = ctypes.sizeof(struct)
     return struct.from_buffer_copy(arg[:size].ljust(size, b"\0"))
 
 
-def _read_array(user: UserMemory, address: int, element: type[S], count: int) -> list[S]:
-    if count == 0:
-        return []
-    size = ctypes.sizeof(element)
-    data = user.read(address, size * count)
-    return [element.from_buffer_copy(data, i * size) for i in range(count)]
-
-
-def _write_array(user: UserMemory, address: int, items: list[S]) -> None:
-    if items:
-        user.write(address, b"".join(bytes(item) for item in items))
-
-
-def _pix_format(raw: uapi.v4l2_pix_format_mplane) -> PixFormat:
-    planes = min(raw.num_planes, uapi.VIDEO_MAX_PLANES)
-    return PixFormat(raw.width, raw.height, raw.pixelformat, raw.field, raw.colorspace,
-                     tuple(PlaneFormat(p.sizeimage, p.bytesperline) for p in raw.plane_fmt[:planes]),
-                     raw.flags, raw.ycbcr_enc, raw.quantization, raw.xfer_func)
-
-
-def _store_format(f: uapi.v4l2_format, fmt: PixFormat) -> bytes:
-    raw = uapi.v4l2_pix_format_mplane(width=fmt.width, height=fmt.height, pixelformat=fmt.pixelformat,
-                                      field=fmt.field, colorspace=fmt.colorspace, num_planes=len(fmt.planes),
-                                      flags=fmt.flags, ycbcr_enc=fmt.ycbcr_enc, quantization=fmt.quantization,
-                                      xfer_func=fmt.xfer_func)
-    for index, plane in enumerate(fmt.planes):
-        raw.plane_fmt[index].sizeimage = plane.sizeimage
-        raw.plane_fmt[index].bytesperline = plane.bytesperline
-    f.fmt.pix_mp = raw
-    return bytes(f)
-
-
-def _fill_buffer(b: uapi.v4l2_buffer, planes: list[uapi.v4l2_plane], buf: Buffer) -> None:
-    """__fill_v4l2_buffer() for a multi-planar buffer."""
-    b.index = buf.index
-    b.memory = buf.memory
-    b.flags = buf.flags | buf.state_flags | uapi.V4L2_BUF_FLAG_TIMESTAMP_COPY
-    b.field = uapi.V4L2_FIELD_NONE
-    b.timestamp.tv_sec, b.timestamp.tv_usec = buf.timestamp
-    b.sequence = buf.sequence
-    b.length = len(buf.lengths)  # multi-planar: the plane count; b.bytesused is left alone
-    base = DST_QUEUE_OFF_BASE if b.type == CAPTURE else 0
-    for index, length in enumerate(buf.lengths):
-        plane = planes[index]
-        plane.length = length
-        plane.bytesused = buf.bytesused[index] if index < len(buf.bytesused) else 0
-        plane.data_offset = 0
-        if buf.memory == uapi.V4L2_MEMORY_MMAP:
-            plane.m.mem_offset = base + buf.offsets[index]
-        elif index < len(buf.fds):
-            plane.m.fd = buf.fds[index]
-
-
-def _fill_queryctrl(q: uapi.v4l2_queryctrl | uapi.v4l2_query_ext_ctrl, control: Control) -> None:
-    q.id = control.id
-    q.type = control.type
-    q.name = control.name.encode()
-    q.flags = control.flags
-
-
 class VideoFile:
     """One open() of the decoder or encoder node; ``release()`` ends it."""
 
-    def __init__(self, device: VpuDevice, kind: CoreKind, caller: Caller) -> None:
+    def __init__(self, device: VpuDevice, kind: CoreKind, caller: Caller,
+                 wake: Callable[[], None] = lambda: None) -> None:
+        from vpu_sim.driver.ioctl_table import ioctl_table  # the handlers import this module
+
         self.device = device
         self.kind = kind
         self.instance = device.open(kind, caller)
+        self.events = EventQueue()
+        self.priorities = device.priorities[kind]
+        self.priority = self.priorities.open()
         self._cond = threading.Condition()
         self._released = False
-        command = (self._decoder_cmd if kind is CoreKind.DECODER else self._encoder_cmd)
-        command_ioctls = ((uapi.VIDIOC_DECODER_CMD, uapi.VIDIOC_TRY_DECODER_CMD) if kind is CoreKind.DECODER
-                          else (uapi.VIDIOC_ENCODER_CMD, uapi.VIDIOC_TRY_ENCODER_CMD))
-        self._handlers: dict[int, Callable[[bytes, UserMemory, Caller, bool], bytes]] = {
-            uapi.VIDIOC_QUERYCAP: self._querycap,
-            uapi.VIDIOC_ENUM_FMT: self._enum_fmt,
-            uapi.VIDIOC_G_FMT: self._g_fmt,
-            uapi.VIDIOC_S_FMT: self._s_fmt,
-            uapi.VIDIOC_TRY_FMT: self._try_fmt,
-            uapi.VIDIOC_REQBUFS: self._reqbufs,
-            uapi.VIDIOC_CREATE_BUFS: self._create_bufs,
-            uapi.VIDIOC_QUERYBUF: self._querybuf,
-            uapi.VIDIOC_QBUF: self._qbuf,
-            uapi.VIDIOC_DQBUF: self._dqbuf,
-            uapi.VIDIOC_STREAMON: self._streamon,
-            uapi.VIDIOC_STREAMOFF: self._streamoff,
-            uapi.VIDIOC_QUERYCTRL: self._queryctrl,
-            uapi.VIDIOC_QUERY_EXT_CTRL: self._query_ext_ctrl,
-            uapi.VIDIOC_G_CTRL: self._g_ctrl,
-            uapi.VIDIOC_S_CTRL: self._s_ctrl,
-            uapi.VIDIOC_G_EXT_CTRLS: self._g_ext_ctrls,
-            uapi.VIDIOC_S_EXT_CTRLS: self._s_ext_ctrls,
-            uapi.VIDIOC_TRY_EXT_CTRLS: self._try_ext_ctrls,
-            command_ioctls[0]: lambda arg, user, caller, nb: command(arg, try_only=False),
-            command_ioctls[1]: lambda arg, user, caller, nb: command(arg, try_only=True),
-        }
+        self._wake = wake
+        self._poll_waiting = False     # a poller was told "not ready": wake it on any change
+        self._timer: Optional[threading.Timer] = None
+        self._usage_changed = threading.Event()
+        self.instance.emit = self._emit
+        self.instance.usage_changed = self._on_usage_changed
+        self._table = ioctl_table(kind)
+
+    # -- dispatch ------------------------------------------------------------------------------
 
     def ioctl(self, cmd: int, arg: bytes, user: UserMemory, caller: Caller, *,
               nonblocking: bool = False) -> tuple[int, bytes]:
         """Run one ioctl; returns (0 or a positive errno, the bytes to copy back to the caller)."""
-        handler = self._handlers.get(cmd)
-        if handler is None:
+        info = self._table.get(cmd)
+        if info is None:
             return errno.ENOTTY, b""
+        if info.clear_after is not None:
+            arg = arg[:info.clear_after].ljust(len(arg), b"\0")
         with self._cond:
             try:
                 if self._released:
                     raise KernelError(errno.ENODEV, "the file was released")
-                return 0, handler(arg, user, caller, nonblocking)
+                self._catch_up()
+                if info.prio:
+                    self.priorities.check(self.priority)
+                return 0, info.handler(Call(self, arg, user, caller, nonblocking))
             except IoctlError as exc:
                 return exc.errno, exc.output
             except OSError as exc:
                 return exc.errno or errno.EIO, b""
             finally:
                 self._cond.notify_all()  # a QBUF, STREAMOFF or command may wake a blocked DQBUF
+                self._changed()
+
+    def wait(self, ready: Callable[[], bool], what: str) -> None:
+        """Sleep (the file's lock released) until ``ready()``, the next frame or any change."""
+        while not ready():
+            deadline = self.instance.next_event_time()
+            self._cond.wait(None if deadline is None else max(0.0, deadline - self.instance.clock()))
+            if self._released:
+                raise KernelError(errno.ENODEV, f"the file was released during {what}")
+            self._catch_up()
+
+    def set_priority(self, new: int) -> None:
+        self.priority = self.priorities.change(self.priority, new)
+
+    # -- events --------------------------------------------------------------------------------
+
+    def _emit(self, event: uapi.v4l2_event) -> None:
+        """An event of the instance (called under the file's lock, inside an ioctl or poll)."""
+        self.events.queue(event)
+
+    def _on_usage_changed(self) -> None:
+        """The tracker's notification arrived (on the socket's reader thread, which must never
+        wait for this file's lock): the CTRL event is queued at the next ioctl or poll, and the
+        poller is told now."""
+        self._usage_changed.set()
+        if self._poll_waiting:
+            self._poll_waiting = False
+            self._wake()
+
+    def _catch_up(self) -> None:
+        """Under the lock: queue what arrived from other threads, process frames due by now."""
+        if self._usage_changed.is_set():
+            self._usage_changed.clear()
+            control = self.instance.controls.find(uapi.V4L2_CID_MEMORY_USAGE)
+            self.events.queue(control_event(control, uapi.V4L2_EVENT_CTRL_CH_VALUE))
+        self.instance.advance()
+
+    # -- poll ----------------------------------------------------------------------------------
+
+    def poll(self) -> int:
+        """v4l2_m2m_poll(): the ready mask now; if nothing is ready, ``wake`` follows when it may be."""
+        with self._cond:
+            if self._released:
+                return select.POLLERR
+            self._catch_up()
+            mask = self.instance.poll_mask()
+            if self.events.pending:
+                mask |= select.POLLPRI
+            if not mask & (select.POLLIN | select.POLLOUT | select.POLLPRI):
+                self._poll_waiting = True
+                self._arm_timer()
+            return mask
+
+    def _changed(self) -> None:
+        """After an ioctl: a poller told "not ready" must look again."""
+        if self._poll_waiting:
+            self._poll_waiting = False
+            self._wake()
+
+    def _arm_timer(self) -> None:
+        """Wake the poller when the next frame or firmware event is due."""
+        due = self.instance.next_event_time()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if due is None:
+            return
+        self._timer = threading.Timer(max(0.0, due - self.instance.clock()), self._timer_fired)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _timer_fired(self) -> None:
+        if self._poll_waiting:
+            self._poll_waiting = False
+            self._wake()
+
+    # -- release -------------------------------------------------------------------------------
+
+    def regions(self) -> list[tuple[int, int]]:
+        with self._cond:
+            return [] if self._released else self.instance.regions()
 
     def release(self) -> None:
         """The last close(): free the instance; a DQBUF still blocked returns ENODEV."""
@@ -187,190 +225,8 @@ class VideoFile:
             if self._released:
                 return
             self._released = True
+            if self._timer is not None:
+                self._timer.cancel()
             self._cond.notify_all()
+            self.priorities.close(self.priority)
             self.device.release(self.instance)
-
-    # -- capabilities and formats ------------------------------------------------------------
-
-    def _querycap(self, arg: bytes, user: UserMemory, caller: Caller, nonblocking: bool) -> bytes:
-        cap = uapi.v4l2_capability(driver=amphion.DRIVER_NAME.encode(), card=amphion.CARD_NAMES[self.kind].encode(),
-                                   bus_info=amphion.BUS_INFO.encode(), version=kernel_version(),
-                                   capabilities=DEVICE_CAPS | uapi.V4L2_CAP_DEVICE_CAPS, device_caps=DEVICE_CAPS)
-        return bytes(cap)
-
-    def _enum_fmt(self, arg: bytes, user: UserMemory, caller: Caller, nonblocking: bool) -> bytes:
-        d = _load(uapi.v4l2_fmtdesc, arg)
-        spec = self.instance.enum_format(d.type, d.index)
-        d.flags = fmtdesc_flags(spec, self.kind)
-        d.description = spec.description.encode()
-        d.pixelformat = spec.fourcc
-        d.mbus_code = 0
-        return bytes(d)
-
-    def _g_fmt(self, arg: bytes, user: UserMemory, caller: Caller, nonblocking: bool) -> bytes:
-        f = _load(uapi.v4l2_format, arg)
-        return _store_format(f, self.instance.get_format(f.type))
-
-    def _s_fmt(self, arg: bytes, user: UserMemory, caller: Caller, nonblocking: bool) -> bytes:
-        f = _load(uapi.v4l2_format, arg)
-        return _store_format(f, self.instance.set_format(f.type, _pix_format(f.fmt.pix_mp)))
-
-    def _try_fmt(self, arg: bytes, user: UserMemory, caller: Caller, nonblocking: bool) -> bytes:
-        f = _load(uapi.v4l2_format, arg)
-        return _store_format(f, self.instance.try_format(f.type, _pix_format(f.fmt.pix_mp)))
-
-    # -- buffers -----------------------------------------------------------------------------
-
-    def _reqbufs(self, arg: bytes, user: UserMemory, caller: Caller, nonblocking: bool) -> bytes:
-        r = _load(uapi.v4l2_requestbuffers, arg)
-        r.count = self.instance.request_buffers(r.type, r.count, r.memory, caller)
-        r.capabilities = BUF_CAPS
-        r.flags = 0
-        return bytes(r)
-
-    def _create_bufs(self, arg: bytes, user: UserMemory, caller: Caller, nonblocking: bool) -> bytes:
-        c = _load(uapi.v4l2_create_buffers, arg)
-        c.index, c.count = self.instance.create_buffers(c.format.type, c.count, c.memory,
-                                                        _pix_format(c.format.fmt.pix_mp), caller)
-        c.capabilities = BUF_CAPS
-        c.flags = 0
-        return bytes(c)
-
-    def _buffer_call(self, arg: bytes, user: UserMemory,
-                     call: Callable[[uapi.v4l2_buffer, list[uapi.v4l2_plane]], Buffer]) -> bytes:
-        """Shared by QUERYBUF, QBUF and DQBUF: the plane array in, the call, both back out."""
-        b = _load(uapi.v4l2_buffer, arg)
-        if b.length > uapi.VIDEO_MAX_PLANES:
-            raise KernelError(errno.EINVAL, f"a buffer has at most {uapi.VIDEO_MAX_PLANES} planes, not {b.length}")
-        self.instance.queue(b.type)  # EINVAL for a single-planar or unknown type before touching memory
-        planes = _read_array(user, b.m.planes, uapi.v4l2_plane, b.length)
-        buf = call(b, planes)
-        _fill_buffer(b, planes, buf)
-        _write_array(user, b.m.planes, planes)
-        return bytes(b)
-
-    def _querybuf(self, arg: bytes, user: UserMemory, caller: Caller, nonblocking: bool) -> bytes:
-        return self._buffer_call(arg, user, lambda b, planes: self.instance.query_buffer(b.type, b.index, len(planes)))
-
-    def _qbuf(self, arg: bytes, user: UserMemory, caller: Caller, nonblocking: bool) -> bytes:
-        def queue(b: uapi.v4l2_buffer, planes: list[uapi.v4l2_plane]) -> Buffer:
-            fds = [p.m.fd for p in planes] if b.memory == uapi.V4L2_MEMORY_DMABUF else []
-            return self.instance.queue_buffer(b.type, b.index, b.memory, [p.bytesused for p in planes], fds,
-                                              (b.timestamp.tv_sec, b.timestamp.tv_usec), len(planes))
-        return self._buffer_call(arg, user, queue)
-
-    def _dqbuf(self, arg: bytes, user: UserMemory, caller: Caller, nonblocking: bool) -> bytes:
-        def dequeue(b: uapi.v4l2_buffer, planes: list[uapi.v4l2_plane]) -> Buffer:
-            while True:
-                try:
-                    return self.instance.dequeue_buffer(b.type, len(planes))
-                except KernelError as exc:
-                    if exc.errno != errno.EAGAIN or nonblocking:
-                        raise
-                deadline = self.instance.next_event_time()
-                self._cond.wait(None if deadline is None else max(0.0, deadline - self.instance.clock()))
-                if self._released:
-                    raise KernelError(errno.ENODEV, "the file was released during DQBUF")
-        return self._buffer_call(arg, user, dequeue)
-
-    def _streamon(self, arg: bytes, user: UserMemory, caller: Caller, nonblocking: bool) -> bytes:
-        self.instance.stream_on(_load(ctypes.c_int32, arg).value, caller)
-        return b""
-
-    def _streamoff(self, arg: bytes, user: UserMemory, caller: Caller, nonblocking: bool) -> bytes:
-        self.instance.stream_off(_load(ctypes.c_int32, arg).value)
-        return b""
-
-    # -- controls ----------------------------------------------------------------------------
-
-    def _queryctrl(self, arg: bytes, user: UserMemory, caller: Caller, nonblocking: bool) -> bytes:
-        q = _load(uapi.v4l2_queryctrl, arg)
-        control = self.instance.controls.query(q.id)
-        _fill_queryctrl(q, control)
-        # v4l2_queryctrl() reports no range for types the 32-bit struct cannot hold.
-        in_range = control.is_int
-        q.minimum, q.maximum = (control.minimum, control.maximum) if in_range else (0, 0)
-        q.step, q.default_value = (control.step, control.default) if in_range else (0, 0)
-        return bytes(q)
-
-    def _query_ext_ctrl(self, arg: bytes, user: UserMemory, caller: Caller, nonblocking: bool) -> bytes:
-        q = _load(uapi.v4l2_query_ext_ctrl, arg)
-        control = self.instance.controls.query(q.id)
-        _fill_queryctrl(q, control)
-        q.minimum, q.maximum, q.step, q.default_value = (control.minimum, control.maximum, control.step,
-                                                         control.default)
-        q.elem_size = 4 if control.is_int else 8
-        q.elems = 1
-        q.nr_of_dims = 0
-        return bytes(q)
-
-    def _g_ctrl(self, arg: bytes, user: UserMemory, caller: Caller, nonblocking: bool) -> bytes:
-        c = _load(uapi.v4l2_control, arg)
-        c.value = self.instance.controls.get(c.id)
-        return bytes(c)
-
-    def _s_ctrl(self, arg: bytes, user: UserMemory, caller: Caller, nonblocking: bool) -> bytes:
-        c = _load(uapi.v4l2_control, arg)
-        c.value = self.instance.controls.set(c.id, c.value)
-        return bytes(c)
-
-    def _ext_ctrls(self, arg: bytes, user: UserMemory,
-                   run: Callable[[int, list[uapi.v4l2_ext_control]], list[int]]) -> bytes:
-        """Shared by G/S/TRY_EXT_CTRLS: read the array, run, store values and error_idx back."""
-        c = _load(uapi.v4l2_ext_controls, arg)
-        if c.count > uapi.V4L2_CID_MAX_CTRLS:
-            raise KernelError(errno.EINVAL, f"at most {uapi.V4L2_CID_MAX_CTRLS} controls per call, not {c.count}")
-        items = _read_array(user, c.controls, uapi.v4l2_ext_control, c.count)
-        try:
-            values = run(c.which, items)
-        except ControlError as exc:
-            c.error_idx = exc.index
-            _write_array(user, c.controls, items)
-            raise IoctlError(exc.errno, exc.message, bytes(c)) from None
-        for item, value in zip(items, values):
-            if self.instance.controls.find(item.id).is_int:
-                item.value = value
-            else:
-                item.value64 = value
-        c.error_idx = c.count
-        _write_array(user, c.controls, items)
-        return bytes(c)
-
-    def _value(self, item: uapi.v4l2_ext_control) -> int:
-        """The member of the value union the control's type uses (an unknown id fails later)."""
-        control = self.instance.controls.lookup(item.id)
-        return item.value64 if control is not None and not control.is_int else item.value
-
-    def _g_ext_ctrls(self, arg: bytes, user: UserMemory, caller: Caller, nonblocking: bool) -> bytes:
-        return self._ext_ctrls(arg, user, lambda which, items: self.instance.controls.get_ext(
-            which, [item.id for item in items]))
-
-    def _set_ext_ctrls(self, arg: bytes, user: UserMemory, apply: bool) -> bytes:
-        return self._ext_ctrls(arg, user, lambda which, items: self.instance.controls.set_ext(
-            which, [(item.id, self._value(item)) for item in items], apply=apply))
-
-    def _s_ext_ctrls(self, arg: bytes, user: UserMemory, caller: Caller, nonblocking: bool) -> bytes:
-        return self._set_ext_ctrls(arg, user, apply=True)
-
-    def _try_ext_ctrls(self, arg: bytes, user: UserMemory, caller: Caller, nonblocking: bool) -> bytes:
-        return self._set_ext_ctrls(arg, user, apply=False)
-
-    # -- drain ---------------------------------------------------------------------------------
-
-    def _decoder_cmd(self, arg: bytes, *, try_only: bool) -> bytes:
-        d = _load(uapi.v4l2_decoder_cmd, arg)
-        self.instance.command(d.cmd, try_only=try_only)
-        # v4l2_m2m_ioctl_try_decoder_cmd() clears what the stateful decoder does not support.
-        d.flags = 0
-        if d.cmd == uapi.V4L2_DEC_CMD_STOP:
-            d.stop.pts = 0
-        else:
-            d.start.speed = 0
-            d.start.format = uapi.V4L2_DEC_START_FMT_NONE
-        return bytes(d)
-
-    def _encoder_cmd(self, arg: bytes, *, try_only: bool) -> bytes:
-        e = _load(uapi.v4l2_encoder_cmd, arg)
-        self.instance.command(e.cmd, try_only=try_only)
-        e.flags = 0
-        return bytes(e)

@@ -2,12 +2,11 @@
 
 ``SocketMemTrack`` is the RFC's API (``vpu_sim.driver.memtrack.MemTrack``) as socket requests;
 ``HeapBacking`` allocates from one of the mount's DMA heaps (``dma_alloc``/``dma_free``), so the
-driver's buffers show in the heap's usage and a small CMA area fails with ENOMEM as on a board;
-``CallerMemory`` is copy_from_user/copy_to_user for the ioctl being served.
+driver's buffers show in the heap's usage and a small CMA area fails with ENOMEM as on a board.
+(The caller's memory during a call is ``memtrackfs.driverkit.CallerMemory``.)
 """
 from __future__ import annotations
 
-import base64
 import os
 from typing import Any, Optional
 
@@ -76,18 +75,3 @@ class HeapBacking:
     def allocate(self, nbytes: int) -> HeapAllocation:
         reply = self._client.call("dma_alloc", heap=self._heap, bytes=nbytes)
         return HeapAllocation(self._client, reply["allocation"])
-
-
-class CallerMemory:
-    """The memory of the process whose ioctl is being served (call ``call_id``)."""
-
-    def __init__(self, client: MemtrackClient, call_id: int) -> None:
-        self._client = client
-        self._call = call_id
-
-    def read(self, address: int, size: int) -> bytes:
-        reply = self._client.call("copy_from_user", call=self._call, addr=address, len=size)
-        return base64.b64decode(reply["data"])
-
-    def write(self, address: int, data: bytes) -> None:
-        self._client.call("copy_to_user", call=self._call, addr=address, data=base64.b64encode(data).decode())

@@ -13,12 +13,11 @@ import threading
 from typing import Any
 
 from memtrackfs.client import MemtrackClient, MemtrackError
+from memtrackfs.driverkit import Call, DeviceDriver
 from memtrackfs.model.boards import board
 from vpu_sim.boards import MPP_NODES
-from vpu_sim.driver.forwarding import answer_in_thread, wait_until_stopped
 from vpu_sim.driver.mpp.file import MppFile
 from vpu_sim.driver.mpp.hardware import Hardware
-from vpu_sim.driver.remote import CallerMemory
 
 LOAD_PERIOD = 1.0  # seconds between load reports
 
@@ -45,10 +44,11 @@ class SocketCalls:
         self.client.call("mpp_codec_info", session=session, items=items)
 
 
-class MppDaemon:
+class MppDaemon(DeviceDriver):
+    name = "vpu_sim mpp_service"
+
     def __init__(self, socket_path: str) -> None:
-        self.client = MemtrackClient(socket_path, client="vpu_sim mpp_service", destroy_on_close=True,
-                                     on_event=self._on_event)
+        super().__init__(socket_path)
         profile = board("rk3588", self.client.server.get("bsp") or None)
         assert profile.mpp is not None
         self.board = profile.mpp
@@ -57,29 +57,25 @@ class MppDaemon:
         self.files: dict[int, MppFile] = {}
         self._stop = threading.Event()
         for name in MPP_NODES:
-            self.client.call("register_device", name=name)
-        self.client.call("log", level=6, message="mpp_service mpp-srv: " + self.board.version)
-        self.client.call("log", level=6, message="mpp_service mpp-srv: probe success")
+            self.register(name)
+        self.log(6, "mpp_service mpp-srv: " + self.board.version)
+        self.log(6, "mpp_service mpp-srv: probe success")
         threading.Thread(target=self._report_load, name="mpp-load", daemon=True).start()
 
-    def _on_event(self, event: dict[str, Any]) -> None:
-        if "call" in event:
-            answer_in_thread(self.client, event, lambda e: getattr(self, "_" + e["event"])(e))
-
-    def _open(self, event: dict[str, Any]) -> bytes:
-        session = self.client.call("mpp_session_open", pid=event["pid"], tgid=event["tgid"])["session"]
-        self.files[event["file"]] = MppFile(session, self.calls, self.board, self.hardware)
+    def open(self, call: Call) -> bytes:
+        session = self.client.call("mpp_session_open", pid=call.pid, tgid=call.tgid)["session"]
+        self.files[call.file] = MppFile(session, self.calls, self.board, self.hardware)
         return b""
 
-    def _ioctl(self, event: dict[str, Any]) -> bytes:
-        mpp = self.files.get(event["file"])
+    def ioctl(self, call: Call) -> bytes:
+        mpp = self.files.get(call.file)
         if mpp is None:
             raise OSError(errno.EBADF, "unknown file")
-        mpp.ioctl(event["cmd"], event["arg"], CallerMemory(self.client, event["call"]))
+        mpp.ioctl(call.event["cmd"], call.event["arg"], call.memory)
         return b""  # MPP_IOC_CFG_V1 is _IOW: nothing goes back through the argument
 
-    def _release(self, event: dict[str, Any]) -> bytes:
-        mpp = self.files.pop(event["file"], None)
+    def release(self, call: Call) -> bytes:
+        mpp = self.files.pop(call.file, None)
         if mpp is not None:
             self.client.call("mpp_session_close", session=mpp.session)
         return b""
@@ -94,7 +90,7 @@ class MppDaemon:
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT (the driver is removed) or until memtrackfs goes away."""
-        stopped = wait_until_stopped(self.client)
+        stopped = self.wait_until_stopped()
         self._stop.set()
         if not stopped:
             print("vpu-sim: memtrackfs closed the connection: exiting", flush=True)
