@@ -135,8 +135,9 @@ def _parser() -> argparse.ArgumentParser:
     capture = subcommand(
         sub, "capture", "a board's kernel files, as they read now, into one JSON file",
         "Reads the v4l2-memtrack trees, the dma-buf views (bufinfo, rk_dmabuf dev/sgt/size/peak, sysfs\n"
-        "stats), the CMA heap's alloc_bitmap, dynamic debug and the kernel log, and keeps their text:\n"
-        "a field report's evidence, and what `memtrackfs load` recreates in a mount.",
+        "stats), the CMA heap's alloc_bitmap, Rockchip's dma_heap_info and mpp_service, dynamic debug\n"
+        "and the kernel log, and keeps their text: a field report's evidence, and what `memtrackfs\n"
+        "load` recreates in a mount.",
         ["memtrackfs capture -o board.json   # on the board, as root (debugfs)",
          f"memtrackfs capture --mount {DEMO} -o board.json"])
     capture.add_argument("--mount", **where)
@@ -144,10 +145,12 @@ def _parser() -> argparse.ArgumentParser:
     load = subcommand(
         sub, "load", "recreate a captured board's state in a mount",
         "Checks the capture, then a process of its own recreates the trees, the dma-bufs (attachments,\n"
-        "references, inode numbers), the peak and the CMA heap's usage through the mount's socket, and\n"
-        "holds them (as the board's processes held their dma-bufs) until SIGTERM or the unmount.\n"
-        "What cannot be recreated is in the README (Capture and load).",
-        [f"memtrackfs mount {DEMO} --heap system --heap cma=256M && memtrackfs load board.json --mount {DEMO}"])
+        "references, inode numbers, places, mappings), the peak, the CMA heaps' usage and mpp_service's\n"
+        "settings through the mount's socket, and holds them (as the board's processes held their\n"
+        "dma-bufs) until SIGTERM or the unmount. Mount the board's --board/--bsp/--heap first; what\n"
+        "cannot be recreated (mpp_service sessions, ...) is in the README (Capture and load).",
+        [f"memtrackfs mount {DEMO} --heap system --heap cma=256M && memtrackfs load board.json --mount {DEMO}",
+         "memtrackfs mount /tmp/rk --board rk3588 --bsp 6.1 && memtrackfs load rk3588.json --mount /tmp/rk"])
     load.add_argument("capture", metavar="CAPTURE")
     load.add_argument("--mount", required=True, metavar="MNT", help="the memtrackfs mount to load into")
     load.add_argument("--foreground", action="store_true", help="hold the state in this process, until Ctrl-C")
