@@ -25,6 +25,7 @@ from vpu_sim.apps.v4l2 import CAPTURE, OUTPUT, Dequeued, V4l2Device, find_node, 
 DECODER_CARD = "amphion vpu decoder"
 ENCODER_CARD = "amphion vpu encoder"
 DMA_CONTIG_EXPORTER = "videobuf2_dma_contig"
+HEADER_TIMEOUT = 10.0  # seconds for the decoder to report the stream (one frame period, normally)
 
 # A transcoder's two streams report on the same stdout: one line at a time.
 _OUTPUT_LOCK = threading.Lock()
@@ -179,10 +180,14 @@ def play(dev_dir: str, codec: str, width: int, height: int, seconds: float, prog
         outputs = dev.request_buffers(OUTPUT, 8)
         # A compressed frame: a fraction of its buffer, as a real bitstream's would be.
         frame = [max(1, _frame_bytes(dev.get_format(OUTPUT))[0] // 8)]
+        dev.subscribe_event(uapi.V4L2_EVENT_SOURCE_CHANGE)
         dev.stream_on(OUTPUT)
         for index in range(outputs):
             dev.queue(OUTPUT, index, frame)
-        # The first buffer carried the sequence header: the decoder now knows the stream.
+        # The first buffer carries the sequence header; the decoder reports the stream it found with
+        # V4L2_EVENT_SOURCE_CHANGE, and only then are the CAPTURE format and MIN_BUFFERS_FOR_CAPTURE
+        # the stream's (the stateful decoder interface's Initialization).
+        dev.wait_event(HEADER_TIMEOUT)
         _start_capture(dev, export)
 
         def source_change() -> None:

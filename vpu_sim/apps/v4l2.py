@@ -5,9 +5,11 @@ Nothing here knows it talks to a simulation: the same calls work on a real /dev/
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import glob
 import os
+import select
 from typing import Optional, Sequence, TypeVar
 
 from vpu_sim import uapi
@@ -110,6 +112,15 @@ class V4l2Device:
         controls.controls = ctypes.addressof(control)
         self._ioctl(uapi.VIDIOC_G_EXT_CTRLS, controls)
         return control.value64
+
+    def subscribe_event(self, event_type: int) -> None:
+        self._ioctl(uapi.VIDIOC_SUBSCRIBE_EVENT, uapi.v4l2_event_subscription(type=event_type))
+
+    def wait_event(self, timeout: float) -> uapi.v4l2_event:
+        """The next subscribed event: select() on exceptfds (an event is POLLPRI), then DQEVENT."""
+        if not select.select([], [], [self.fd], timeout)[2]:
+            raise OSError(errno.ETIMEDOUT, f"no V4L2 event within {timeout:g} s")
+        return self._ioctl(uapi.VIDIOC_DQEVENT, uapi.v4l2_event())
 
     def stop(self, decoder: bool) -> None:
         """DECODER_CMD/ENCODER_CMD STOP: drain; the last CAPTURE buffer comes flagged LAST."""
