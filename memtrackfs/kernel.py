@@ -34,9 +34,10 @@ class Kernel:
     def __init__(self, clock: Callable[[], float] = time.monotonic, driver_timeout: float = 5.0,
                  heaps: Optional[Sequence[HeapSpec]] = None, board: Board = board()) -> None:
         self.lock = threading.Lock()
-        boot = clock()
         self.board = board
-        self.log = KernelLog(lambda: int((clock() - boot) * 1_000_000), debug_sites())
+        # Records are timed on the host's clock since its boot, as printk's are: `dmesg -T` adds
+        # them to the boot time it computes from the host's uptime.
+        self.log = KernelLog(lambda: int(clock() * 1_000_000), debug_sites())
         self.tracker = Tracker(self.log)
         self.heaps = build_heaps(board.heaps if heaps is None else heaps, self.log)
         # The CMA heap whose pages proc/rk_dma_heap/alloc_bitmap shows (Rockchip has one): the

@@ -85,7 +85,7 @@ class Board:
     def state(self) -> dict[str, Any]:
         """What any request could have changed: every file, the listings, the socket's views."""
         state: dict[str, Any] = {path: self.mount.read(path) for path in self.files() if path != "dev/kmsg"}
-        state["dev/kmsg"] = self.mount.kmsg()  # cat: a record per read
+        state["dev/kmsg"] = self.mount.kmsg()  # every record, without waiting for more
         state["dev/"] = sorted(os.listdir(self.mount / "dev"))
         for op in ("roots", "buffers", "heaps"):
             reply = self.setup.call(op)
@@ -587,7 +587,8 @@ def test_random_ioctls_on_the_vpu_nodes_are_answered_and_nothing_breaks(vpu_boar
 def test_random_bytes_written_to_every_file(board: Board) -> None:
     """Read-only files refuse with EIO (root passes the permission check, as on procfs); peak takes
     a write starting with '0' and refuses anything else with EINVAL; control refuses what is not a
-    query with EINVAL. Nothing else changes."""
+    query with EINVAL; dev/kmsg makes a record of each write up to 1024 bytes and refuses longer
+    ones with EINVAL. Nothing else changes."""
     mount = board.mount
     rng = random.Random(6)
     files = board.files()
@@ -596,10 +597,11 @@ def test_random_bytes_written_to_every_file(board: Board) -> None:
             f"sys/kernel/dmabuf/buffers/{board.system}/size"} <= set(files)
     before = board.state()
     assert before["proc/rk_dmabuf/peak"] == b"Peak: 5 MiB\n"
-    resets = 0
+    resets = records = 0
     for path in files:
         writable = stat.S_IMODE(os.stat(mount / path).st_mode) & 0o200
-        assert writable == (0o200 if path in ("proc/rk_dmabuf/peak", "sys/kernel/debug/dynamic_debug/control") else 0)
+        assert writable == (0o200 if path in ("proc/rk_dmabuf/peak", "sys/kernel/debug/dynamic_debug/control",
+                                              "dev/kmsg") else 0)
         for i in range(25):
             data = os.urandom(rng.choice([1, 2, 16, 100, 4096, 65536]))
             if i == 0:
@@ -620,12 +622,16 @@ def test_random_bytes_written_to_every_file(board: Board) -> None:
             if path == "proc/rk_dmabuf/peak" and data[:1] == b"0":
                 assert (code, written) == (0, len(data)), (path, data[:20])
                 resets += 1
+            elif path == "dev/kmsg":
+                assert (code, written) == ((0, len(data)) if len(data) <= 1024 else (errno.EINVAL, 0))
+                records += code == 0
             elif writable:
                 assert code == errno.EINVAL, (path, data[:40], code)
             else:
                 assert code == errno.EIO, (path, code)
     assert resets == 1
     after = board.state()
+    assert len(after.pop("dev/kmsg")) == len(before.pop("dev/kmsg")) + records
     assert after.pop("proc/rk_dmabuf/peak") == b"Peak: 0 MiB\n"
     before.pop("proc/rk_dmabuf/peak")
     assert after["buffers"].pop("peak") == 0

@@ -5,6 +5,7 @@ import errno
 import os
 import re
 import select
+import signal
 import stat
 import subprocess
 import sys
@@ -48,14 +49,16 @@ def test_layout_modes_and_sizes(mount: Mount) -> None:
     with mount.client() as c:
         c.call("root", name="amphion-vpu")
     expected = {
-        "dev": 0o755, "dev/kmsg": 0o444, "proc": 0o555, "sys/kernel/debug": 0o700,
+        "dev": 0o755, "dev/kmsg": 0o644, "proc": 0o555, "sys/kernel/debug": 0o700,
         f"{MEMTRACK}/amphion-vpu": 0o444, CONTROL: 0o644,
     }
     for path, mode in expected.items():
         st = os.stat(mount / path)
         assert stat.S_IMODE(st.st_mode) == mode, path
-        if stat.S_ISREG(st.st_mode):
-            assert st.st_size == 0, path  # readers must read to EOF, as with procfs
+        if path == "dev/kmsg":
+            assert st.st_size == 1 << 62, path  # SEEK_END lands past every record (dmesg -W)
+        elif stat.S_ISREG(st.st_mode):
+            assert st.st_size == len(mount.read(path)), path  # what sendfile(2) readers stop at
     assert os.listdir(mount / MEMTRACK) == ["amphion-vpu"]
 
 
@@ -135,38 +138,118 @@ def test_read_only_files_refuse_writes_with_eio_and_keep_content(mount: Mount) -
     with mount.client() as c:
         c.call("add", node=c.call("root", name="ro")["node"], bytes=5)
     before = mount.read(f"{MEMTRACK}/ro")
-    for path in (f"{MEMTRACK}/ro", "dev/kmsg"):
-        done = subprocess.run(["bash", "-c", f"echo 0 > {mount / path}"], capture_output=True, text=True)
-        assert done.returncode != 0 and "Input/output error" in done.stderr, path
+    done = subprocess.run(["bash", "-c", f"echo 0 > {mount / MEMTRACK}/ro"], capture_output=True, text=True)
+    assert done.returncode != 0 and "Input/output error" in done.stderr
     assert mount.read(f"{MEMTRACK}/ro") == before
 
 
-def test_kmsg_returns_one_record_per_read_and_ends(mount: Mount) -> None:
+@pytest.mark.parametrize("written, record", [
+    (b"<4>marker\n", "12,{seq},{usec},-;marker"),        # level 4, facility LOG_USER (the default)
+    (b"plain\n", "12,{seq},{usec},-;plain"),              # no prefix: level 4, LOG_USER
+    (b"<14>info", "14,{seq},{usec},-;info"),              # level 6 of facility 1
+    (b"<30>daemon", "30,{seq},{usec},-;daemon"),          # facility 3 (LOG_DAEMON) kept
+    (b"<3>kernel facility", "11,{seq},{usec},-;kernel facility"),  # facility 0 given: LOG_USER
+    (b"<>empty", "8,{seq},{usec},-;empty"),               # no digits: level 0
+    (b"<4x>not a prefix", "12,{seq},{usec},-;<4x>not a prefix"),
+    (b"two\nlines\n", "12,{seq},{usec},-;two\\x0alines"),  # one write, one record
+    (b"cut\0here", "12,{seq},{usec},-;cut"),              # a C string
+])
+def test_kmsg_writes_append_records_as_devkmsg_write_parses_them(mount: Mount, written: bytes,
+                                                                 record: str) -> None:
+    before = mount.kmsg()
+    fd = os.open(mount / "dev/kmsg", os.O_WRONLY)
+    try:
+        assert os.write(fd, written) == len(written)
+    finally:
+        os.close(fd)
+    new = mount.kmsg()[len(before):]
+    assert len(new) == 1
+    prefix, seq, usec, _ = new[0].split(",", 3)
+    assert new[0] == record.format(seq=len(before), usec=usec)
+    with open("/proc/uptime") as f:  # the host's clock since boot, as printk's (dmesg -T)
+        assert abs(int(usec) / 1e6 - float(f.read().split()[0])) < 60
+
+
+def test_a_kmsg_write_longer_than_a_record_is_einval(mount: Mount) -> None:
+    before = mount.kmsg()
+    fd = os.open(mount / "dev/kmsg", os.O_WRONLY)
+    try:
+        with pytest.raises(OSError) as refused:
+            os.write(fd, b"x" * 1025)  # PRINTKRB_RECORD_MAX is 1024
+        assert refused.value.errno == errno.EINVAL
+        assert os.write(fd, b"x" * 1024) == 1024
+    finally:
+        os.close(fd)
+    assert [line.split(";", 1)[1] for line in mount.kmsg()[len(before):]] == ["x" * 1024]
+
+
+def test_kmsg_returns_one_record_per_read_and_eagain_after_the_newest_when_nonblocking(mount: Mount) -> None:
     with mount.client() as c:
         for i in range(3):
             c.call("log", level=6, message=f"hello {i}")
-    fd = os.open(mount / "dev/kmsg", os.O_RDONLY)
+    fd = os.open(mount / "dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
     try:
-        records = [os.read(fd, 8192) for _ in range(4)]
+        records = [os.read(fd, 8192) for _ in range(3)]
+        with pytest.raises(BlockingIOError):
+            os.read(fd, 8192)
+        os.lseek(fd, 0, os.SEEK_SET)
         with pytest.raises(OSError) as small:
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.read(fd, 5)  # smaller than a record: the kernel says EINVAL
+            os.read(fd, 5)  # smaller than a record: the kernel says EINVAL, and that record is gone
+        assert small.value.errno == errno.EINVAL
+        assert os.read(fd, 8192).endswith(b";hello 1\n")
     finally:
         os.close(fd)
-    assert small.value.errno == errno.EINVAL
-    assert [re.fullmatch(rb"6,(\d+),(\d+),-;hello (\d)\n", r) is not None for r in records[:3]] == [True] * 3
-    assert [int(r.split(b",")[1]) for r in records[:3]] == [0, 1, 2]
-    assert records[3] == b""
+    assert [re.fullmatch(rb"6,(\d+),(\d+),-;hello (\d)\n", r) is not None for r in records] == [True] * 3
+    assert [int(r.split(b",")[1]) for r in records] == [0, 1, 2]
+
+
+def test_a_blocking_kmsg_read_waits_for_the_next_record_and_a_signal_ends_it(mount: Mount) -> None:
+    reader = subprocess.Popen([sys.executable, "-c", FOLLOW_KMSG, str(mount / "dev/kmsg")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline() == "at the end\n"
+        wait_for(lambda: _sleeping_in(reader.pid, "request_wait_answer"), what="the reader to wait in read()")
+        with mount.client() as c:
+            c.call("log", level=6, message="woken")
+        assert reader.stdout.readline().endswith(";woken\n")
+        wait_for(lambda: _sleeping_in(reader.pid, "request_wait_answer"), what="the reader to wait again")
+        reader.send_signal(signal.SIGINT)  # the read ends with EINTR and the handler runs
+        assert reader.wait(10) == 130
+        assert reader.stdout.read() == "interrupted\n"
+    finally:
+        reader.kill()
+        reader.wait()
+        reader.stdout.close()
+
+
+FOLLOW_KMSG = """
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_NONBLOCK)
+try:
+    while os.read(fd, 8192):
+        pass
+except BlockingIOError:
+    pass
+os.set_blocking(fd, True)
+print("at the end", flush=True)
+try:
+    while True:
+        print(os.read(fd, 8192).decode(), end="", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(130)
+"""
 
 
 def test_kmsg_poll_waits_for_the_next_record(mount: Mount) -> None:
     """poll(2) on dev/kmsg: not readable at the end of the log; a new record wakes a sleeping poller."""
     with mount.client() as c:
         c.call("log", level=6, message="before")
-    fd = os.open(mount / "dev/kmsg", os.O_RDONLY)
+    fd = os.open(mount / "dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
     try:
-        while os.read(fd, 8192):
-            pass
+        with pytest.raises(BlockingIOError):
+            while os.read(fd, 8192):
+                pass
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         assert poller.poll(0) == []
@@ -186,8 +269,11 @@ def test_kmsg_poll_waits_for_the_next_record(mount: Mount) -> None:
 
 POLL_KMSG = """
 import os, select, sys
-fd = os.open(sys.argv[1], os.O_RDONLY)
-while os.read(fd, 8192):
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_NONBLOCK)
+try:
+    while os.read(fd, 8192):
+        pass
+except BlockingIOError:
     pass
 poller = select.poll()
 poller.register(fd, select.POLLIN)
@@ -196,8 +282,12 @@ print(poller.poll(60000)[0][1])
 
 
 def _sleeping_in_poll(pid: int) -> bool:
+    return _sleeping_in(pid, "poll")
+
+
+def _sleeping_in(pid: int, function: str) -> bool:
     with open(f"/proc/{pid}/wchan") as wchan, open(f"/proc/{pid}/stat") as stat:
-        return "poll" in wchan.read() and stat.read().rsplit(")", 1)[1].split()[0] == "S"
+        return function in wchan.read() and stat.read().rsplit(")", 1)[1].split()[0] == "S"
 
 
 def test_dynamic_debug_gates_the_leak_report(mount: Mount) -> None:

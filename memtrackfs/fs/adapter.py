@@ -1,80 +1,28 @@
 """The FUSE adapter: maps paths to entries and file handles to open files. No logic of its own.
 
 Errors: entries raise KernelError, an OSError, which fusepy and mfusepy turn into -errno.
-Every generated file is opened with direct I/O and reports st_size 0, so readers read until EOF,
-as with procfs and debugfs; symlinks report st_size 0 too, as procfs's do (readers must not trust
-it). Device nodes are opened through the page cache instead, kept across opens, so that their
-buffers can be mapped (``entries.DeviceFile``).
+Every generated file is opened with direct I/O, so readers read until EOF, as with procfs and
+debugfs; the size a file reports is its entry's (``File.st_size``: README "Sizes"); symlinks
+report st_size 0, as procfs's do. Device nodes are opened through the page cache instead, kept
+across opens, so that their buffers can be mapped (``entries.DeviceFile``).
 """
 from __future__ import annotations
 
 import ctypes
 import errno
-import functools
 import itertools
 import os
 import stat
-import threading
 import time
 from typing import Any, Callable, Optional
 
 from memtrackfs.fs.context import caller, fuse
 from memtrackfs.fs.entries import DeviceFile, Directory, Entry, File, IoctlFailed, KmsgFile, OpenFile, Symlink
+from memtrackfs.fs.fuselib import keeping_thread_state
 from memtrackfs.fs.poll import PollHandles
 from memtrackfs.server.usermem import copy_from_user
 from memtrackfs.kernel import Kernel
 from memtrackfs.processes import identify
-
-
-# -- libfuse's worker threads keep their Python thread state -----------------------------------
-# libfuse calls every operation on one of its own worker threads, which Python does not know.
-# For each such callback ctypes makes a new PyThreadState and destroys it on return; CPython
-# 3.11 mmaps a 16 KiB frame stack for each new thread state and munmaps it at the end, and in a
-# multithreaded process each munmap is a TLB shootdown (an IPI to every CPU). That costs about
-# 20 us per FUSE request, more than half of an open+read+close of a small file (about 11
-# requests). Taking one more GIL-state reference the first time a worker thread runs an
-# operation keeps its thread state for the thread's life. libfuse retires idle workers beyond
-# ten: the states of retired ones are freed when the next new worker arrives, so they stay
-# bounded by the workers that ever ran at once.
-_PyGILState_Ensure = ctypes.PYFUNCTYPE(ctypes.c_int)(("PyGILState_Ensure", ctypes.pythonapi))
-_PyThreadState_Get = ctypes.PYFUNCTYPE(ctypes.c_void_p)(("PyThreadState_Get", ctypes.pythonapi))
-_PyThreadState_Clear = ctypes.PYFUNCTYPE(None, ctypes.c_void_p)(("PyThreadState_Clear", ctypes.pythonapi))
-_PyThreadState_Delete = ctypes.PYFUNCTYPE(None, ctypes.c_void_p)(("PyThreadState_Delete", ctypes.pythonapi))
-
-
-class _WorkerThreadStates:
-    def __init__(self) -> None:
-        self._local = threading.local()  # lives in the thread state: set once it is kept
-        self._kept: dict[int, int] = {}  # native thread id -> its kept PyThreadState
-        self._lock = threading.Lock()
-
-    def keep(self) -> None:
-        if getattr(self._local, "kept", False):
-            return
-        self._local.kept = True
-        if threading.get_ident() in threading._active:  # type: ignore[attr-defined]
-            return  # a thread Python started (tests): Python owns its state
-        tid = threading.get_native_id()
-        with self._lock:
-            for other, state in list(self._kept.items()):
-                # A kept state whose thread has exited (its id gone, or reused by this thread).
-                if other == tid or not os.path.exists(f"/proc/self/task/{other}"):
-                    del self._kept[other]
-                    _PyThreadState_Clear(state)
-                    _PyThreadState_Delete(state)
-            _PyGILState_Ensure()  # one reference more than the callback's: the state outlives it
-            self._kept[tid] = _PyThreadState_Get()
-
-
-_worker_states = _WorkerThreadStates()
-
-
-def _keeping_thread_state(method: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(method)
-    def operation(*args: Any, **kwargs: Any) -> Any:
-        _worker_states.keep()
-        return method(*args, **kwargs)
-    return operation
 
 
 class MemtrackOperations(fuse.Operations):
@@ -145,6 +93,12 @@ class MemtrackOperations(fuse.Operations):
         with self.kernel.lock:
             self.kernel.devices.note_use(tgid, entry.node.name)
 
+    @staticmethod
+    def _interrupted() -> bool:
+        """Whether the caller of this thread's request was interrupted by a signal (the kernel
+        sent FUSE_INTERRUPT); a request that waits must then end with EINTR."""
+        return bool(fuse._libfuse.fuse_interrupted())
+
     def _file(self, path: str) -> File:
         entry = self._resolve(path)
         if not isinstance(entry, File):
@@ -157,7 +111,12 @@ class MemtrackOperations(fuse.Operations):
         entry = self._resolve(path)
         if isinstance(entry, DeviceFile) and entry.node.identity is not None:
             self._note_use(entry, caller()[0])
-        return self._stat(entry)
+        attrs = self._stat(entry)
+        if isinstance(entry, File):
+            size = entry.st_size(self.kernel)
+            if size != attrs["st_size"]:
+                attrs = {**attrs, "st_size": size}
+        return attrs
 
     def readdir(self, path: str, fh: Any) -> list[str]:
         entry = self._resolve(path)
@@ -175,6 +134,8 @@ class MemtrackOperations(fuse.Operations):
     def open(self, path: str, fi: Any) -> int:
         entry = self._file(path)
         handle = OpenFile(entry, next(self._fh))
+        handle.interrupted = self._interrupted
+        entry.on_open(self.kernel, handle)
         if isinstance(entry, DeviceFile):
             tgid, pid = caller()
             if entry.node.identity is not None:
@@ -194,6 +155,7 @@ class MemtrackOperations(fuse.Operations):
         handle = self._open.get(fi.fh)
         if handle is None:
             raise fuse.FuseOSError(errno.EBADF)
+        handle.flags = fi.flags  # FUSE_READ carries the file's flags as they are now
         return handle.entry.read(self.kernel, handle, size, offset)
 
     def write(self, path: str, data: bytes, offset: int, fi: Any) -> int:
@@ -281,7 +243,7 @@ class MemtrackOperations(fuse.Operations):
         return 0
 
 
-# Every FUSE operation (public method) first keeps its worker thread's state (see above).
+# Every FUSE operation (public method) first keeps its worker thread's state (fs.fuselib).
 for _name, _method in list(vars(MemtrackOperations).items()):
     if not _name.startswith("_") and _name != "init" and callable(_method):
-        setattr(MemtrackOperations, _name, _keeping_thread_state(_method))
+        setattr(MemtrackOperations, _name, keeping_thread_state(_method))

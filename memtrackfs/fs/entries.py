@@ -9,35 +9,55 @@ from __future__ import annotations
 
 import base64
 import errno
+import os
 import stat
+import threading
+import time
 from typing import Any, Callable, Mapping, Optional
 
 from memtrackfs.errors import KernelError
-from memtrackfs.fs.poll import DEFAULT_POLLMASK, POLLERR, POLLHUP, POLLIN, POLLRDNORM
+from memtrackfs.fs.poll import DEFAULT_POLLMASK, POLLERR, POLLHUP, POLLIN, POLLPRI, POLLRDNORM
 from memtrackfs.kernel import Kernel
 from memtrackfs.model.buffer_memory import MAPPABLE_SIZE
 from memtrackfs.model.devices import DeviceNode
-from memtrackfs.render.kmsg import render_kmsg_record
+from memtrackfs.render.kmsg import parse_kmsg_write, render_kmsg_record
+
+
+def _never() -> bool:
+    return False
 
 
 class OpenFile:
-    """One open() of a file: its entry, its snapshot (rendered at the first read at offset 0)."""
+    """One open() of a file: its entry, its snapshot (see GeneratedFile), and what a read needs
+    to know of the caller: the file's status flags now (O_NONBLOCK may be set after open) and
+    whether the caller was interrupted by a signal (set by the adapter)."""
 
-    __slots__ = ("entry", "fh", "snapshot", "cursor", "file_key", "users")
+    __slots__ = ("entry", "fh", "snapshot", "fresh", "cursor", "offset", "flags", "interrupted", "file_key", "users")
 
     def __init__(self, entry: "File", fh: int) -> None:
         self.entry = entry
         self.fh = fh
         self.snapshot: Optional[bytes] = None
+        self.fresh = False  # the snapshot was taken at open and no read has used it yet
         self.cursor = 0  # dev/kmsg: sequence number of the next record to return
+        self.offset = 0  # dev/kmsg: the file position the next read comes from, unless it seeked
+        self.flags = 0
+        self.interrupted: Callable[[], bool] = _never
         # Device nodes: the kernel's record of it (``Kernel.files``), and the tgids that used it.
         self.file_key = 0
         self.users: set[int] = set()
 
 
+# A rendering measured by a lookup is the one the open right after it serves, if that open comes
+# within this many seconds (it comes within microseconds: the kernel looks up just before).
+MEASURE_VALID = 1.0
+KMSG_SIZE = 1 << 62  # st_size of dev/kmsg: SEEK_END lands at an offset no record reaches
+INTERRUPT_CHECK = 0.05  # seconds between two checks for a signal while a dev/kmsg reader waits
+
+
 class Entry:
     mode = 0
-    size = 0  # what stat reports: procfs and debugfs files say 0
+    size = 0  # what stat reports (procfs and debugfs files say 0), unless File.st_size decides
 
     @property
     def file_type(self) -> int:
@@ -80,6 +100,13 @@ class Symlink(Entry):
 class File(Entry):
     file_type = stat.S_IFREG
 
+    def st_size(self, kernel: Kernel) -> int:
+        """What stat reports now (``size`` unless the content decides it)."""
+        return self.size
+
+    def on_open(self, kernel: Kernel, handle: OpenFile) -> None:
+        """Called for every open, before the file's first read."""
+
     def read(self, kernel: Kernel, handle: OpenFile, size: int, offset: int) -> bytes:
         raise NotImplementedError
 
@@ -95,18 +122,49 @@ class File(Entry):
 
 
 class GeneratedFile(File):
-    """A seq_file-like file: the whole content rendered once per open, served from the snapshot."""
+    """A seq_file-like file: the whole content rendered once per open, served from the snapshot;
+    a later read at offset 0 renders afresh (seq_file's lseek(0), for pollers that keep the fd).
+
+    st_size is the length of the rendering an open now would serve, and the open serves the very
+    bytes whose length the preceding lookup reported: splice(2) and sendfile(2) read a FUSE file
+    through the page cache and stop at st_size on this kernel (README "Sizes"), so busybox cat,
+    cp and Python's copyfile get the whole content, and nothing of another rendering."""
 
     def __init__(self, render: Callable[[], bytes],
                  write: Optional[Callable[[bytes], None]] = None) -> None:
         self.render = render
         self._write = write
         self.mode = 0o644 if write is not None else 0o444
+        self._measured: tuple[float, Optional[bytes]] = (0.0, None)  # (when, rendering) of the last st_size()
+
+    def _rendering(self, kernel: Kernel) -> bytes:
+        with kernel.lock:
+            return self.render()
+
+    def st_size(self, kernel: Kernel) -> int:
+        try:
+            rendering = self._rendering(kernel)
+        except KernelError:
+            return 0  # the read says why
+        self._measured = (time.monotonic(), rendering)
+        return len(rendering)
+
+    def on_open(self, kernel: Kernel, handle: OpenFile) -> None:
+        # The kernel looks the name up (entry_timeout=0) just before it opens it: what that
+        # lookup measured is what the kernel's i_size says. Under constant change another open's
+        # lookup may come between, but then the inode's size is that one's, served here too.
+        when, rendering = self._measured
+        if rendering is None or time.monotonic() - when > MEASURE_VALID:
+            try:
+                rendering = self._rendering(kernel)
+            except KernelError:
+                return  # the first read renders again and fails as the file does
+        handle.snapshot, handle.fresh = rendering, True
 
     def read(self, kernel: Kernel, handle: OpenFile, size: int, offset: int) -> bytes:
-        if offset == 0 or handle.snapshot is None:
-            with kernel.lock:
-                handle.snapshot = self.render()
+        if handle.snapshot is None or (offset == 0 and not handle.fresh):
+            handle.snapshot = self._rendering(kernel)
+        handle.fresh = False
         return handle.snapshot[offset:offset + size]
 
     def write(self, data: bytes) -> None:
@@ -117,33 +175,92 @@ class GeneratedFile(File):
 
 
 class KmsgFile(File):
-    """``/dev/kmsg``: each read() returns exactly one whole record, live; EOF after the newest."""
+    """``/dev/kmsg`` as kernel/printk/printk.c's devkmsg_* make it (docs/spec/emulated-files.md).
 
-    mode = 0o444
+    read(): exactly one whole record; at the newest it waits for the next one, or fails with
+    EAGAIN if the file is O_NONBLOCK; EPIPE once if the records after the reader's position were
+    overwritten (the position then moves to the oldest). A caller interrupted by a signal gets
+    EINTR (checked every INTERRUPT_CHECK while it waits). Seeks: FUSE seeks by itself with the
+    file's st_size (2^62), so a read from an unexpected offset is a seek: 0 (SEEK_SET, SEEK_DATA)
+    goes to the oldest record, 2^62 and past (SEEK_END) after the newest. The device refuses
+    any other seek (ESPIPE), and tail(1), refused, reads it as a pipe to its end, which never
+    comes: a read from such an offset waits, silent, until interrupted, as tail -f does there.
+    write(): one record per write, as devkmsg_write() parses it (``render.kmsg``).
+    """
+
+    mode = 0o644  # as devtmpfs has /dev/kmsg: root writes
+    size = KMSG_SIZE
+
+    def __init__(self, kernel: Kernel) -> None:
+        self._kernel = kernel
+        self._wakeups = threading.Condition()  # a leaf lock
+        self._records_seen = 0  # how many times new records were announced
+        kernel.log_listeners.append(self._new_records)
+
+    def _new_records(self) -> None:
+        with self._wakeups:
+            self._records_seen += 1
+            self._wakeups.notify_all()
+
+    def on_open(self, kernel: Kernel, handle: OpenFile) -> None:
+        with kernel.lock:
+            handle.cursor = kernel.log.first_seq()  # devkmsg_open(): the first valid record
 
     def read(self, kernel: Kernel, handle: OpenFile, size: int, offset: int) -> bytes:
+        while True:
+            with self._wakeups:
+                announced = self._records_seen
+            data = self._next_record(kernel, handle, size, offset)
+            if data is not None:
+                handle.offset = offset + len(data)
+                return data
+            if handle.flags & os.O_NONBLOCK:
+                raise KernelError(errno.EAGAIN, "no record after the reader's position")
+            with self._wakeups:
+                if self._records_seen == announced:
+                    self._wakeups.wait(INTERRUPT_CHECK)
+            if handle.interrupted():
+                raise KernelError(errno.EINTR, "interrupted while waiting for a record")
+
+    def _next_record(self, kernel: Kernel, handle: OpenFile, size: int, offset: int) -> Optional[bytes]:
+        log = kernel.log
         with kernel.lock:
-            records = kernel.log.records
-            if not records:
-                return b""
-            first = records[0].seq
-            if offset == 0 or handle.cursor < first:
-                # lseek(0) starts again at the oldest record still in the ring, as the kernel does.
+            if offset != handle.offset:  # the reader seeked (devkmsg_llseek)
+                if offset == 0:
+                    handle.cursor = log.first_seq()
+                elif offset >= KMSG_SIZE:
+                    handle.cursor = log.next_seq
+                else:
+                    return None  # a seek the device refuses: nothing ever comes (see above)
+                handle.offset = offset
+            first = log.first_seq()
+            if handle.cursor < first:
                 handle.cursor = first
-            index = handle.cursor - first
-            if index >= len(records):
-                return b""
-            data = render_kmsg_record(records[index])
+                raise KernelError(errno.EPIPE, "records after the reader's position were overwritten")
+            if handle.cursor >= log.next_seq:
+                return None
+            data = render_kmsg_record(log.records[handle.cursor - first])
+            handle.cursor += 1  # before the size check, as devkmsg_read(): a too small read loses it
         if len(data) > size:
             raise KernelError(errno.EINVAL, "read buffer smaller than the next record")
-        handle.cursor += 1
         return data
 
+    def write(self, data: bytes) -> None:
+        try:
+            facility, level, message = parse_kmsg_write(data)
+        except ValueError as exc:
+            raise KernelError(errno.EINVAL, str(exc)) from None
+        self._kernel.log.emit(level, message, facility)
+
     def poll(self, kernel: Kernel, handle: OpenFile) -> int:
-        # devkmsg_poll(): readable while a record follows the reader's position.
+        # devkmsg_poll(): readable while a record follows the reader's position; an error too if
+        # that position was overwritten.
         with kernel.lock:
-            readable = kernel.log.next_seq > handle.cursor and bool(kernel.log.records)
-        return POLLIN | POLLRDNORM if readable else 0
+            if handle.cursor >= kernel.log.next_seq:
+                return 0
+            if handle.cursor < kernel.log.first_seq():
+                return POLLIN | POLLRDNORM | POLLERR | POLLPRI
+        return POLLIN | POLLRDNORM
 
 
 class IoctlFailed(KernelError):

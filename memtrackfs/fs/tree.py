@@ -200,7 +200,7 @@ def build_tree(kernel: Kernel, proc_union: Optional[str] = None) -> Directory:
                                               mode=0o755)
     sys_kernel["debug"] = Directory(debug, mode=0o700)  # debugfs is root-only on a real board
     return Directory({
-        "dev": Directory({"kmsg": KmsgFile()}, mode=0o755, lookup=device_lookup,
+        "dev": Directory({"kmsg": KmsgFile(kernel)}, mode=0o755, lookup=device_lookup,
                          names=lambda: list(kernel.devices.nodes)),
         "proc": _proc_dir(kernel, proc_union),
         "sys": Directory({"kernel": Directory(sys_kernel, mode=0o755), **sysfs_entries(kernel, caller_tgid)},

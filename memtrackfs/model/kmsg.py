@@ -11,6 +11,8 @@ from typing import Callable, NamedTuple
 LEVEL_WARNING = 4
 LEVEL_INFO = 6
 LEVEL_DEBUG = 7
+FACILITY_KERNEL = 0  # printk's own records
+FACILITY_USER = 1    # LOG_USER: records written to /dev/kmsg without a facility
 
 # The kernel's printk ring holds a bounded history; older records fall off the front.
 DEFAULT_CAPACITY = 16384
@@ -19,8 +21,9 @@ DEFAULT_CAPACITY = 16384
 class LogRecord(NamedTuple):
     level: int
     seq: int
-    usec: int
+    usec: int  # microseconds on the host's CLOCK_MONOTONIC: since boot, as printk's timestamps
     message: str
+    facility: int = FACILITY_KERNEL
 
 
 @dataclass
@@ -46,9 +49,13 @@ class KernelLog:
         self.sites = sites
         self._warned: set[str] = set()
 
-    def emit(self, level: int, message: str) -> None:
-        self.records.append(LogRecord(level, self.next_seq, self._clock_usec(), message))
+    def emit(self, level: int, message: str, facility: int = FACILITY_KERNEL) -> None:
+        self.records.append(LogRecord(level, self.next_seq, self._clock_usec(), message, facility))
         self.next_seq += 1
+
+    def first_seq(self) -> int:
+        """The oldest record still in the ring (next_seq when it is empty)."""
+        return self.records[0].seq if self.records else self.next_seq
 
     def warn_once(self, site: str, message: str) -> None:
         """pr_warn_once(): each call site prints once per boot, whatever its arguments."""
