@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Optional
 
@@ -40,9 +39,6 @@ def _parser() -> argparse.ArgumentParser:
                        help="how long a device-node call waits for its driver (default: 5)")
     _add_board_options(mount)
     _add_heap_option(mount)
-    mount.add_argument("--proc-union", metavar="PATH",
-                       help="list every real /proc entry in proc/ too, as a link to PATH/NAME "
-                            "(how `memtrackfs run` serves /proc; PATH: where it binds the real procfs)")
 
     umount = subcommand(sub, "umount", "unmount and wait for the daemon to exit",
                         examples=[f"memtrackfs umount {DEMO}"])
@@ -194,10 +190,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             from memtrackfs.model.heaps import parse_heap_options
             board_name = _board(parser, args)
             heaps = parse_heap_options(args.heap) if args.heap else None  # refused here, before anything is mounted
-            if args.proc_union is not None and not os.path.isabs(args.proc_union):
-                parser.error("--proc-union: PATH must be absolute (the links are read in another namespace)")
             options = MountOptions(args.socket or default_socket_path(args.mountpoint), args.allow_other,
-                                   args.driver_timeout, heaps, args.proc_union, board_name, args.bsp)
+                                   args.driver_timeout, heaps, board_name, args.bsp)
             return mount(args.mountpoint, options, args.foreground)
         if args.command == "run":
             return _run(parser, args)

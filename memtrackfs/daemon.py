@@ -65,7 +65,6 @@ class MountOptions:
     allow_other: bool = False
     driver_timeout: float = 5.0          # seconds a device-node call waits for its driver
     heaps: Optional[Sequence[HeapSpec]] = None  # None: the board's
-    proc_union: Optional[str] = None     # see fs.tree.build_tree
     board: str = DEFAULT_BOARD
     bsp: Optional[str] = None            # None: the board's own
 
@@ -87,7 +86,7 @@ def serve(mountpoint: str, options: MountOptions, on_ready: Callable[[], None]) 
     server.start()
     try:
         extra = {"allow_other": True} if options.allow_other else {}
-        fuse.FUSE(MemtrackOperations(kernel, build_tree(kernel, options.proc_union), on_ready), mountpoint,
+        fuse.FUSE(MemtrackOperations(kernel, build_tree(kernel), on_ready), mountpoint,
                   foreground=True, raw_fi=True, default_permissions=True,
                   fsname=SOURCE_PREFIX + options.socket_path, subtype="memtrackfs",
                   # Names come and go with the model (roots, buffers, device nodes): no caching.

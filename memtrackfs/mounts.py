@@ -22,7 +22,8 @@ class MountEntry(NamedTuple):
     source: str
 
 
-def _unescape(field: str) -> str:
+def unescape(field: str) -> str:
+    """A path as mountinfo writes it (octal escapes for space, tab, newline, backslash), unescaped."""
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
@@ -33,7 +34,7 @@ def read_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[MountEntry]:
             left, _, right = line.partition(" - ")
             fields, tail = left.split(), right.split()
             if len(fields) >= 5 and len(tail) >= 2:
-                entries.append(MountEntry(_unescape(fields[4]), tail[0], _unescape(tail[1])))
+                entries.append(MountEntry(unescape(fields[4]), tail[0], unescape(tail[1])))
     return entries
 
 

@@ -13,7 +13,12 @@
 3. allocation throughput through the socket (named add + matching sub) and in-process;
 4. daemon RSS per tracked named leaf at 1M leaves (psutil, before/after, pipelined adds);
 5. VIDIOC_G_EXT_CTRLS(V4L2_CID_MEMORY_USAGE) on the emulated decoder (`vpu_sim daemon`) against the
-   small-file latency, and how long the control takes to reflect a REQBUFS (notify delay 200 ms).
+   small-file latency, and how long the control takes to reflect a REQBUFS (notify delay 200 ms);
+6. a 1080p v4l2-ctl streaming decode inside `memtrackfs run` against the frames' display time;
+7. `ps -e`, `pgrep` and `lsof -n` inside `memtrackfs run` (its /proc is the proc union) against the
+   same commands in the host's mount namespace, run alternately by one process inside the run
+   (setns for the host's turns); with libfuse3 (the default) and with fusepy 3.0.1 on libfuse2
+   when scripts/test.sh has installed it.
 
 Every figure is the median of repeated runs with the spread (min..max) over them; comparisons are
 ratios per run, measured interleaved. The bench mounts its own filesystems in a temp dir and
@@ -716,6 +721,72 @@ def bench_decode(b: Bench) -> None:
                   note="1.0 is real time: the simulated firmware decodes at the daemon's --fps")
 
 
+# -- 7. /proc inside `memtrackfs run` ---------------------------------------------------------------------
+
+RUN_COMMANDS = {"ps -e": ["ps", "-e"], "pgrep": ["pgrep", "-x", "bash"], "lsof -n": ["lsof", "-n"]}
+_FUSEPY = TOP / ".venv" / "fusepy-3.0.1"
+
+
+def run_worker_main(host_ns: int, rounds: int) -> int:
+    """Inside the run: each command alternately in the host's mount namespace and in this one;
+    prints {command: [[host_s, run_s], ...]} as JSON."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def in_host() -> None:
+        if libc.setns(host_ns, 0x00020000) != 0:  # CLONE_NEWNS
+            os._exit(99)
+
+    times: dict[str, list[list[float]]] = {}
+    for name, argv in RUN_COMMANDS.items():
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # warm both
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=in_host,
+                       pass_fds=(host_ns,))
+        pairs = []
+        for _ in range(rounds if name != "lsof -n" else max(3, rounds // 3)):
+            pair = []
+            for preexec in (in_host, None):
+                start = time.perf_counter()
+                done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      preexec_fn=preexec, pass_fds=(host_ns,))
+                pair.append(time.perf_counter() - start)
+                if done.returncode not in (0, 1):  # lsof says 1 for files it could not stat
+                    raise RuntimeError(f"{name} exited {done.returncode}")
+            pairs.append(pair)
+        times[name] = pairs
+    print(json.dumps(times))
+    return 0
+
+
+def bench_run_proc(b: Bench) -> None:
+    r = b.results
+    rounds = 5 if b.quick else 15
+    bindings = [("libfuse3", {})]
+    if (_FUSEPY / "fuse.py").exists():
+        bindings.append(("fusepy 3.0.1, libfuse2", {"MEMTRACKFS_FUSE": "fusepy", "PYTHONPATH": str(_FUSEPY)}))
+    else:
+        log(f"no {_FUSEPY}: the libfuse2 row is left out (scripts/test.sh installs fusepy 3.0.1 there)")
+    host_ns = os.open("/proc/self/ns/mnt", os.O_RDONLY)
+    b.stack.callback(os.close, host_ns)
+    os.set_inheritable(host_ns, True)
+    for label, env in bindings:
+        done = subprocess.run([PY, "-m", "memtrackfs", "run", "--no-vpu", "--", PY, str(Path(__file__).resolve()),
+                               "--run-worker", str(host_ns), str(rounds)], cwd=TOP, capture_output=True,
+                              text=True, pass_fds=(host_ns,), env={**os.environ, **env}, timeout=600)
+        if done.returncode != 0:
+            raise RuntimeError(f"memtrackfs run ({label}) exited {done.returncode}: {done.stderr.strip()}")
+        times = json.loads(done.stdout)
+        r.raw[f"run_proc {label}"] = times
+        for name, pairs in times.items():
+            ratios = [run / host for host, run in pairs]
+            host_ms = statistics.median(host for host, _ in pairs) * 1000
+            run_ms = statistics.median(run for _, run in pairs) * 1000
+            target = "<= 1.5x" if label == "libfuse3" else "-"
+            check = (lambda v: v <= 1.5) if label == "libfuse3" else None
+            r.add("7", f"run: {name} inside / on the host ({label})", summary(ratios), "x", target, check,
+                  note=f"medians: host {host_ms:.1f} ms, inside the run {run_ms:.1f} ms")
+
+
 # -- report ---------------------------------------------------------------------------------------------
 
 def machine_facts() -> dict[str, Any]:
@@ -761,12 +832,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a fast smoke run: fewer runs, trees up to 100k")
     parser.add_argument("--json", metavar="FILE", help="write every figure and run to FILE")
-    parser.add_argument("--only", metavar="LIST", default="small,device,throughput,tree,decode",
-                        help="comma-separated sections: small,device,throughput,tree,decode (default: all)")
+    parser.add_argument("--only", metavar="LIST", default="small,device,throughput,tree,decode,run",
+                        help="comma-separated sections: small,device,throughput,tree,decode,run (default: all)")
     parser.add_argument("--worker", nargs=2, metavar=("SOCKET", "OPS"), help=argparse.SUPPRESS)
+    parser.add_argument("--run-worker", nargs=2, type=int, metavar=("HOST_NS_FD", "ROUNDS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker_main(args.worker[0], int(args.worker[1]))
+    if args.run_worker:
+        return run_worker_main(*args.run_worker)
     if os.geteuid() != 0:
         log("not root: FUSE mounts may fail and tmpfs falls back to /dev/shm")
     sections = set(args.only.split(","))
@@ -790,7 +864,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 ("device", "5", "device-node round trip", lambda: bench_device(bench, ours)),
                 ("throughput", "3", "allocation throughput", lambda: bench_throughput(bench, sock)),
                 ("tree", "2", "tree scale and memory", lambda: bench_tree_and_memory(bench)),
-                ("decode", "6", "V4L2 decode with v4l2-ctl", lambda: bench_decode(bench))):
+                ("decode", "6", "V4L2 decode with v4l2-ctl", lambda: bench_decode(bench)),
+                ("run", "7", "/proc inside memtrackfs run", lambda: bench_run_proc(bench))):
             if name not in sections:
                 continue
             log(f"{title} ...")
@@ -807,7 +882,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 130
     bench.close()
     elapsed = time.monotonic() - started
-    order = {"1": 0, "2": 1, "3": 2, "4": 3, "5": 4, "6": 5}
+    order = {"1": 0, "2": 1, "3": 2, "4": 3, "5": 4, "6": 5, "7": 6}
     bench.results.figures.sort(key=lambda fig: order[fig["number"]])
     print_table(bench.results, machine, command, elapsed)
     if args.json:

@@ -30,15 +30,18 @@ def _ours(path: str, places: tuple[str, ...]) -> bool:
 
 
 def _memtrackfs_mounts(places: tuple[str, ...]) -> set[str]:
-    return {m.mountpoint for m in read_mounts() if m.fstype == "fuse.memtrackfs"
-            and (_ours(m.mountpoint, places) or _ours(m.source[len(SOURCE_PREFIX):], places))}
+    return {m.mountpoint for m in read_mounts()
+            if (m.fstype == "fuse.memtrackfs" and (_ours(m.mountpoint, places)
+                                                   or _ours(m.source[len(SOURCE_PREFIX):], places)))
+            or (m.fstype == "fuse.memtrackfs-proc" and _ours(m.mountpoint, places))}  # a run's /proc
 
 
 def _memtrackfs_daemons(places: tuple[str, ...]) -> set[int]:
     pids = set()
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmdline = proc.info["cmdline"] or []
-        if (any("memtrackfs" in part for part in cmdline) and "mount" in cmdline
+        if (any("memtrackfs" in part for part in cmdline)
+                and ("mount" in cmdline or "memtrackfs.sandbox.proc_union" in cmdline)
                 and any(_ours(part, places) for part in cmdline)):
             pids.add(proc.info["pid"])
     return pids

@@ -21,24 +21,12 @@ from pathlib import Path
 import psutil
 import pytest
 from helpers import ROOT
+from helpers.run import ENV, run_command, start_run
 
 from memtrackfs.mounts import read_mounts, runtime_dir
+from memtrackfs.sandbox import proc_union
 
-# vpu-sim and python are installed beside the interpreter running the tests; PYTHONPATH makes
-# them, and the run's daemons (started from /), import this checkout whatever the venv points to.
-ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-       "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 COVERED = ("/proc", "/sys/kernel/debug", "/sys/kernel/dmabuf", "/dev")
-OWN_PROC_ENTRIES = ["rk_dma_heap", "rk_dmabuf"]
-
-
-def run_command(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "memtrackfs", "run", *args], capture_output=True, text=True,
-                          env=ENV, cwd=ROOT, timeout=timeout)
-
-
-def start_run(*args: str, **popen: object) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "memtrackfs", "run", *args], env=ENV, cwd=ROOT, **popen)
 
 
 def host_mounts() -> list[str]:
@@ -232,7 +220,7 @@ def test_sigterm_tears_down_and_the_host_never_sees_the_mounts() -> None:
     try:
         workdir = os.path.dirname(run.stdout.readline().strip())
         assert host_mounts() == mounts_before  # the binds exist only in the run's namespace
-        assert len(processes_mentioning(workdir)) == 2  # the memtrackfs and vpu_sim daemons
+        assert len(processes_mentioning(workdir)) == 3  # the memtrackfs, proc union and vpu_sim daemons
         run.send_signal(signal.SIGTERM)
         assert run.wait(30) == 128 + signal.SIGTERM  # passed on to the command, which it killed
     finally:
@@ -287,8 +275,6 @@ def read_terminal(master: int, until: str, timeout: float = 30) -> str:
     return text
 
 
-# -- the /proc union, as a mount option -------------------------------------------------------
-
 def mount(path: Path, *options: str) -> None:
     subprocess.run([sys.executable, "-m", "memtrackfs", "mount", str(path / "mnt"), "--socket",
                     str(path / "driver.sock"), *options], check=True, capture_output=True, cwd=ROOT)
@@ -299,60 +285,41 @@ def umount(path: Path) -> None:
                    capture_output=True, cwd=ROOT)
 
 
-def test_a_plain_mount_has_no_union(tmp_path: Path) -> None:
-    mount(tmp_path)
-    try:
-        assert sorted(os.listdir(tmp_path / "mnt/proc")) == OWN_PROC_ENTRIES
-        assert not os.path.lexists(tmp_path / "mnt/proc/self")
-    finally:
-        umount(tmp_path)
-
-
-def test_proc_union_lists_the_real_proc_as_links(tmp_path: Path) -> None:
-    mount(tmp_path, "--proc-union", "/hidden/proc")
-    proc = tmp_path / "mnt/proc"
-    try:
-        names = os.listdir(proc)
-        assert set(OWN_PROC_ENTRIES) <= set(names) and {"self", "meminfo", str(os.getpid())} <= set(names)
-        assert os.readlink(proc / "self") == "/hidden/proc/self"
-        assert os.readlink(proc / str(os.getpid())) == f"/hidden/proc/{os.getpid()}"
-        assert (proc / "rk_dmabuf/size").read_bytes() == b"Total: 0 KiB\n"  # ours, not links
-        assert not os.path.lexists(proc / "no-such-entry")
-    finally:
-        umount(tmp_path)
-
-
-def test_proc_union_needs_an_absolute_path(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "memtrackfs", "mount", str(tmp_path / "mnt"),
-                           "--proc-union", "relative/proc"], capture_output=True, text=True, cwd=ROOT)
-    assert done.returncode == 2 and "PATH must be absolute" in done.stderr
-
-
 # -- rootless ---------------------------------------------------------------------------------
 
 def test_an_unprivileged_user_gets_the_real_paths_through_a_user_namespace() -> None:
-    """The namespace half of a rootless run, as `nobody`. The mount is root's (with allow_other):
+    """The namespace half of a rootless run, as `nobody`. The mounts are root's (with allow_other):
     a user's own FUSE mount needs /dev/fuse to be open to users, which it need not be here."""
     workdir = Path(tempfile.mkdtemp(prefix="memtrackfs-rootless-"))
-    workdir.chmod(0o755)  # nobody must reach the mount point and the real-proc bind point
+    workdir.chmod(0o755)  # nobody must reach the mount points
     (workdir / "proc").mkdir()
-    mount(workdir, "--allow-other", "--proc-union", str(workdir / "proc"))
+    mount(workdir, "--allow-other")
+    union = proc_union.start(str(workdir / "proc"), str(workdir / "mnt/proc"), str(workdir / "proc.log"),
+                             allow_other=True)
+    inside = ("id -u; cat /proc/rk_dmabuf/size; sh -c 'echo $$; exec readlink /proc/self'; "
+              "script -qc tty /dev/null; exec cat /proc/self/status")
     script = ("import sys\n"
               "from memtrackfs.sandbox.command import run_in_namespace\n"
-              f"sys.exit(run_in_namespace(['sh', '-c', 'id -u; cat /proc/rk_dmabuf/size; exec cat /proc/self/status'],"
-              f" {{'PATH': '/usr/bin:/bin'}}, '{workdir}/mnt', '{workdir}/proc'))\n")
+              f"sys.exit(run_in_namespace(['sh', '-c', {inside!r}], {{'PATH': '/usr/bin:/bin'}}, "
+              f"'{workdir}/mnt', '{workdir}/proc'))\n")
     try:
         done = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                               sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+                               sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                              stdin=subprocess.DEVNULL)
         assert done.returncode == 0, done.stderr
-        uid, size, *status = done.stdout.splitlines()
+        uid, size, shell, self_link, pty_name, *status = done.stdout.splitlines()
         nobody = pwd.getpwnam("nobody").pw_uid
         assert uid == str(nobody)  # the same user inside as outside: no root in the namespace
         assert size == "Total: 0 KiB"
+        assert self_link == shell  # procfs's own link, mounted in the union
+        # ptmx through /dev/.host (no mknod in a user namespace): the new terminal is named there
+        assert re.fullmatch(r"/dev/\.host/pts/\d+", pty_name), pty_name
         assert f"Uid:\t{nobody}\t{nobody}\t{nobody}\t{nobody}" in status
     finally:
+        proc_union.stop(union, str(workdir / "proc"))
         umount(workdir)
-        (workdir / "driver.log").unlink()
+        for name in ("driver.log", "proc.log"):
+            (workdir / name).unlink()
         (workdir / "proc").rmdir()
         (workdir / "mnt").rmdir()
         workdir.rmdir()

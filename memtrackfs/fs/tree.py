@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import errno
-import os
 from typing import Callable, Optional
 
 from memtrackfs.errors import KernelError
@@ -13,7 +12,6 @@ from memtrackfs.fs.entries import (
     Entry,
     GeneratedFile,
     KmsgFile,
-    Symlink,
 )
 from memtrackfs.fs.sysfs_tree import sysfs_entries
 from memtrackfs.kernel import Kernel
@@ -111,8 +109,8 @@ def _mpp_service_dir(service: MppService) -> Directory:
 
 
 def proc_entries(kernel: Kernel) -> dict[str, Entry]:
-    """What the board adds to /proc: the one place that declares it (``memtrackfs run`` serves
-    these at /proc beside the real procfs)."""
+    """What the board adds to /proc: the one place that declares it (``memtrackfs run`` puts
+    these at /proc beside procfs's own: ``sandbox.proc_union``)."""
     dmabufs, board = kernel.dmabufs, kernel.board
     own: dict[str, Entry] = {}
     if board.has(RK_DMABUF):
@@ -139,35 +137,8 @@ def proc_entries(kernel: Kernel) -> dict[str, Entry]:
     return own
 
 
-def _proc_dir(kernel: Kernel, proc_union: Optional[str]) -> Directory:
-    own = proc_entries(kernel)
-    if proc_union is None:
-        return Directory(own)
-    return _proc_union_dir(own, proc_union)
-
-
-def _proc_union_dir(own: dict[str, Entry], real_proc: str) -> Directory:
-    """proc/ as ``memtrackfs run`` mounts it over /proc: our entries, then every real /proc entry
-    as a link to ``real_proc/NAME``, where the run binds the real procfs. The links resolve in the
-    reader's namespace, so ``self`` is the reader and ``<pid>/`` the real process directory.
-
-    The daemon reads its own /proc, the real procfs: it runs outside the run's namespace, so it
-    never reads this mount (which would deadlock). ``lookup`` and ``names`` run under Kernel.lock:
-    a procfs lookup or listing is quick and never waits on memtrackfs, so the lock stays short.
-    """
-    def lookup(name: str) -> Optional[Entry]:
-        return Symlink(f"{real_proc}/{name}") if os.path.lexists(f"/proc/{name}") else None
-
-    def names() -> list[str]:
-        # Ours win: on a Rockchip host the real /proc/rk_dmabuf would otherwise show twice.
-        return [name for name in os.listdir("/proc") if name not in own]
-
-    return Directory(own, lookup=lookup, names=names)
-
-
-def build_tree(kernel: Kernel, proc_union: Optional[str] = None) -> Directory:
-    """The whole tree, as the kernel's board has it; ``proc_union``: see ``_proc_union_dir``
-    (None: proc/ holds only ours)."""
+def build_tree(kernel: Kernel) -> Directory:
+    """The whole tree, as the kernel's board has it."""
     tracker, log, board = kernel.tracker, kernel.log, kernel.board
 
     def device_lookup(name: str) -> Optional[Entry]:
@@ -202,7 +173,7 @@ def build_tree(kernel: Kernel, proc_union: Optional[str] = None) -> Directory:
     return Directory({
         "dev": Directory({"kmsg": KmsgFile(kernel)}, mode=0o755, lookup=device_lookup,
                          names=lambda: list(kernel.devices.nodes)),
-        "proc": _proc_dir(kernel, proc_union),
+        "proc": Directory(proc_entries(kernel)),
         "sys": Directory({"kernel": Directory(sys_kernel, mode=0o755), **sysfs_entries(kernel, caller_tgid)},
                          mode=0o755),
     }, mode=0o755)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Mapping, NoReturn, Sequence
+from typing import Mapping, NoReturn, Optional, Sequence
 
 from memtrackfs.sandbox import namespace, realpaths
+from memtrackfs.sandbox.follow import NamespaceFollower
 
 # Exit statuses of `memtrackfs run` itself, as env(1) and timeout(1) have them.
 SETUP_FAILED = 125
@@ -29,6 +30,7 @@ _SI_KERNEL = 0x80  # si_code of a signal the terminal sent to the whole foregrou
 STOP_GRACE = 10.0      # after a SIGTERM/SIGHUP passed on, how long the command has before SIGKILL
 LEFTOVER_GRACE = 2.0   # how long processes left in the namespace have between SIGTERM and SIGKILL
 _KILL_TIMEOUT = 10.0   # after SIGKILL; only a process stuck in the kernel outlasts it
+FOLLOW_INTERVAL = 0.1  # how soon the namespace follows the host's unmounts and new nodes (sandbox.follow)
 
 NamespaceId = tuple[int, int]  # (st_dev, st_ino) of /proc/PID/ns/mnt
 
@@ -45,18 +47,21 @@ class RunError(OSError):
         return self.message
 
 
-def run_in_namespace(command: Sequence[str], env: Mapping[str, str], mountpoint: str, real_proc: str) -> int:
-    """Run ``command`` to its end; its exit status, 128+N if signal N killed it.
+def run_in_namespace(command: Sequence[str], env: Mapping[str, str], mountpoint: str,
+                     proc_union: Optional[str]) -> int:
+    """Run ``command`` to its end; its exit status, 128+N if signal N killed it. ``proc_union``:
+    see ``realpaths.install``.
 
     Leaves WATCHED blocked in this process: the caller's teardown must not be cut short by them.
     """
+    follower = NamespaceFollower(mountpoint)  # its picture of the outside, before the namespace
     report_read, report_write = os.pipe()  # close-on-exec, as every descriptor Python opens
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         try:
             os.close(report_read)
-            _child(command, env, mountpoint, real_proc, report_write, mask)
+            _child(command, env, mountpoint, proc_union, report_write, mask)
         finally:
             os._exit(SETUP_FAILED)  # never return into the parent's stack
     os.close(report_write)
@@ -65,6 +70,7 @@ def run_in_namespace(command: Sequence[str], env: Mapping[str, str], mountpoint:
     ns = next((_parse_namespace(line) for line in lines if line.startswith("ns ")), None)
     failure = next((line for line in lines if not line.startswith("ns ")), None)
     if failure is not None or ns is None:
+        follower.close()
         os.waitpid(pid, 0)
         kind, _, detail = (failure or "setup the child died before setting up").partition(" ")
         if kind == "exec":
@@ -72,18 +78,23 @@ def run_in_namespace(command: Sequence[str], env: Mapping[str, str], mountpoint:
             raise RunError(int(status), message)
         raise RunError(SETUP_FAILED, f"cannot set up the namespace: {detail}")
     try:
-        return _wait(pid, ns)
+        follower.attach(pid)
+    except OSError:
+        pass  # the command has already exited: there is nothing to follow
+    try:
+        return _wait(pid, ns, follower)
     finally:
+        follower.close()
         end_namespace(ns)
 
 
-def _child(command: Sequence[str], env: Mapping[str, str], mountpoint: str, real_proc: str,
+def _child(command: Sequence[str], env: Mapping[str, str], mountpoint: str, proc_union: Optional[str],
            report: int, mask: set[signal.Signals]) -> NoReturn:  # pragma: no cover - runs in the child
     try:
         namespace.enter_private_mount_namespace()
         ns = os.stat("/proc/self/ns/mnt")
         os.write(report, f"ns {ns.st_dev} {ns.st_ino}\n".encode())
-        realpaths.install(mountpoint, real_proc)
+        realpaths.install(mountpoint, proc_union)
     except Exception as exc:
         os.write(report, f"setup {_describe(exc)}\n".encode())
         os._exit(SETUP_FAILED)
@@ -115,10 +126,11 @@ def _parse_namespace(line: str) -> NamespaceId:
     return int(dev), int(ino)
 
 
-def _wait(pid: int, ns: NamespaceId) -> int:
+def _wait(pid: int, ns: NamespaceId, follower: NamespaceFollower) -> int:
     kill_at = None
     while True:
-        info = signal.sigtimedwait(WATCHED, 0.5)
+        info = signal.sigtimedwait(WATCHED, FOLLOW_INTERVAL)
+        follower.follow()
         if info is not None and info.si_signo != signal.SIGCHLD:
             # Ctrl-C and Ctrl-\ reached the command already: the terminal signals the whole
             # foreground process group. Anything else (kill, a hangup) is passed on.

@@ -1,4 +1,4 @@
-"""Private mount namespaces through libc: unshare(2) and mount(2).
+"""Private mount namespaces through libc: unshare(2), mount(2), open_tree(2) and move_mount(2).
 
 Python 3.11 has no os.unshare and no os.mount, so these call libc directly. Everything here acts
 on the calling process, which must be single-threaded (unshare(CLONE_NEWUSER) requires it): a
@@ -15,7 +15,15 @@ CLONE_NEWUSER = 0x10000000
 MS_NOSUID = 0x2
 MS_BIND = 0x1000
 MS_REC = 0x4000
-MS_PRIVATE = 0x40000
+MS_SLAVE = 0x80000
+MNT_DETACH = 0x2
+# open_tree(2) and move_mount(2) (Linux 5.2) have the same numbers on every architecture.
+_SYS_OPEN_TREE, _SYS_MOVE_MOUNT = 428, 429
+OPEN_TREE_CLONE = 0x1
+AT_RECURSIVE = 0x8000
+AT_SYMLINK_NOFOLLOW = 0x100
+_AT_FDCWD = -100
+_MOVE_MOUNT_F_EMPTY_PATH = 0x4
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -57,9 +65,11 @@ def enter_private_mount_namespace() -> None:
         _write("/proc/self/uid_map", f"{uid} {uid} 1\n")
         _write("/proc/self/setgroups", "deny\n")  # the kernel requires it before an unprivileged gid_map
         _write("/proc/self/gid_map", f"{gid} {gid} 1\n")
-    # Mounts start out shared with the host's where / is shared (systemd): make every one private,
-    # so that nothing mounted here propagates out and nothing mounted later outside comes in.
-    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    # Mounts start out shared with the host's where / is shared (systemd). As slaves, nothing
+    # mounted here propagates out, and what the host unmounts goes here too: the namespace never
+    # keeps another mount alive (where the host's mounts are private, the run's MountFollower does
+    # that part).
+    mount(None, "/", None, MS_REC | MS_SLAVE)
 
 
 def mount(source: Optional[str], target: str, fstype: Optional[str], flags: int,
@@ -78,6 +88,29 @@ def bind(source: str, target: str) -> None:
         raise OSError(code, f"cannot bind {source} over {target}: {os.strerror(code)}")
 
 
-def mount_tmpfs(target: str, mode: int) -> None:
-    mount("memtrackfs-run", target, "tmpfs", MS_NOSUID, f"mode={mode:o}")
+def mount_tmpfs(target: str, mode: int, flags: int = MS_NOSUID) -> None:
+    mount("memtrackfs-run", target, "tmpfs", flags, f"mode={mode:o}")
+
+
+def clone_tree(path: str, flags: int = AT_RECURSIVE) -> int:
+    """A detached copy of the mount at ``path`` (with its submounts unless ``flags`` says
+    otherwise), as a file descriptor for ``move_mount``. With AT_SYMLINK_NOFOLLOW, a symbolic
+    link is copied as itself: procfs's ``self`` then still answers each reader."""
+    fd = _libc.syscall(_SYS_OPEN_TREE, _AT_FDCWD, os.fsencode(path), OPEN_TREE_CLONE | os.O_CLOEXEC | flags)
+    _check(0 if fd >= 0 else -1, f"cannot copy the mount at {path} (open_tree)")
+    return fd
+
+
+def move_mount(tree: int, target: str) -> None:
+    """Attach the detached tree ``tree`` (from ``clone_tree``) at ``target`` and close it."""
+    try:
+        result = _libc.syscall(_SYS_MOVE_MOUNT, tree, b"", _AT_FDCWD, os.fsencode(target), _MOVE_MOUNT_F_EMPTY_PATH)
+        _check(result, f"cannot mount over {target} (move_mount)")
+    finally:
+        os.close(tree)
+
+
+def detach(target: str) -> None:
+    """umount2(MNT_DETACH): the mount at ``target`` leaves this namespace at once."""
+    _check(_libc.umount2(os.fsencode(target), MNT_DETACH), f"cannot unmount {target}")
 

@@ -1,10 +1,11 @@
 """``memtrackfs run``: a command in a private namespace where the emulation sits at the real paths.
 
 A run owns a work directory under the runtime directory: the mount point ``mnt``, the driver
-socket, the daemons' logs, and ``proc``, where the namespace binds the real procfs for the /proc
-union. It mounts memtrackfs there (with the union), starts the vpu_sim daemon on it unless told
-not to, runs the command through ``memtrackfs.sandbox.command``, and undoes every step in reverse order
-however the run ends. The daemons run outside the namespace: they read the real /proc.
+socket, the daemons' logs, and ``proc``, where the proc union is mounted when the board adds
+entries to /proc. It mounts memtrackfs (and the union), starts the vpu_sim daemon on it unless
+told not to, runs the command through ``memtrackfs.sandbox.command``, and undoes every step in
+reverse order however the run ends. The daemons run outside the namespace: they read the real
+/proc.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any, NoReturn, Optional, Sequence
 
 from memtrackfs import launch
 from memtrackfs.mounts import find_mount, is_memtrackfs, log_path_for_socket, runtime_dir
+from memtrackfs.sandbox import proc_union as proc_union_daemon
 from memtrackfs.sandbox.command import SETUP_FAILED, WATCHED, RunError, run_in_namespace
 
 
@@ -25,25 +27,26 @@ class Workdir:
     def __init__(self, path: str) -> None:
         self.path = path
         self.mnt = os.path.join(path, "mnt")
-        self.real_proc = os.path.join(path, "proc")
+        self.proc = os.path.join(path, "proc")  # the proc union's mount point
         self.socket = os.path.join(path, "driver.sock")
         self.mount_log = log_path_for_socket(self.socket)
         self.vpu_log = os.path.join(path, "vpu.log")  # the daemon's, or the scenario's
+        self.proc_log = os.path.join(path, "proc.log")  # the proc union's
 
     @classmethod
     def create(cls) -> "Workdir":
         os.makedirs(runtime_dir(), mode=0o700, exist_ok=True)
         workdir = cls(tempfile.mkdtemp(prefix="run-", dir=runtime_dir()))
         os.mkdir(workdir.mnt)
-        os.mkdir(workdir.real_proc)
+        os.mkdir(workdir.proc)
         return workdir
 
     def remove(self) -> None:
         # File by file, never rmtree: a directory still mounted on must fail, not be descended into.
-        for path in (self.socket, self.mount_log, self.vpu_log):
+        for path in (self.socket, self.mount_log, self.vpu_log, self.proc_log):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-        for path in (self.mnt, self.real_proc, self.path):
+        for path in (self.mnt, self.proc, self.path):
             os.rmdir(path)
 
 
@@ -77,6 +80,10 @@ def run(command: Sequence[str], board: Optional[str], bsp: Optional[str], vpu: b
         cleanup.callback(workdir.remove)
         cleanup.callback(_unmount, workdir)
         _mount(workdir, board, bsp, heap_options)
+        proc_union = None
+        if os.listdir(os.path.join(workdir.mnt, "proc")):  # the board adds to /proc
+            cleanup.callback(proc_union_daemon.stop, _start_proc_union(workdir), workdir.proc)
+            proc_union = workdir.proc
         player = None
         if scenario is not None:
             # A file is named from here; a built-in scenario's name goes as it is.
@@ -87,7 +94,7 @@ def run(command: Sequence[str], board: Optional[str], bsp: Optional[str], vpu: b
         elif vpu:
             cleanup.callback(launch.stop, _start_vpu(workdir, "daemon", "--board", _driver_board(board)))
         env = {**os.environ, "MEMTRACKFS_SOCKET": workdir.socket}
-        status = run_in_namespace(command, env, workdir.mnt, workdir.real_proc)
+        status = run_in_namespace(command, env, workdir.mnt, proc_union)
         cut_short = player is not None and player.poll() is None
     finally:
         # A second Ctrl-C or SIGTERM must not leave a half torn-down run: they wait until exit.
@@ -114,7 +121,9 @@ def _driver_board(mount_board: Optional[str]) -> str:
 
 def _mount(workdir: Workdir, board: Optional[str], bsp: Optional[str], heap_options: Sequence[str]) -> None:
     options = [*(["--board", board] if board else []), *(["--bsp", bsp] if bsp else [])]
-    done = _memtrackfs("mount", workdir.mnt, "--socket", workdir.socket, "--proc-union", workdir.real_proc,
+    # As root, other users' processes in the namespace see the files too, as on a board.
+    others = ["--allow-other"] if os.geteuid() == 0 else []
+    done = _memtrackfs("mount", workdir.mnt, "--socket", workdir.socket, *others,
                        *options, *(f"--heap={heap}" for heap in heap_options))
     if done.returncode != 0:
         raise RunError(SETUP_FAILED, f"cannot mount memtrackfs: {done.stderr.strip()}{_log(workdir.mount_log)}")
@@ -126,6 +135,15 @@ def _unmount(workdir: Workdir) -> None:
     done = _memtrackfs("umount", workdir.mnt)
     if done.returncode != 0:
         raise RunError(SETUP_FAILED, f"cannot unmount {workdir.mnt}: {done.stderr.strip()}")
+
+
+def _start_proc_union(workdir: Workdir) -> subprocess.Popen:
+    try:
+        # As root, other users' processes in the namespace see /proc too.
+        return proc_union_daemon.start(workdir.proc, os.path.join(workdir.mnt, "proc"), workdir.proc_log,
+                                       allow_other=os.geteuid() == 0)
+    except RuntimeError as exc:
+        raise RunError(SETUP_FAILED, f"{exc}{_log(workdir.proc_log)}") from None
 
 
 def _start_vpu(workdir: Workdir, *vpu_sim_args: str) -> launch.DriverProcess:
