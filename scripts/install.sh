@@ -2,14 +2,15 @@
 # Installs what memtrackfs needs on Debian 12, idempotently: FUSE (libfuse2, which mfusepy and
 # fusepy load, and fuse3 for fusermount3), gcc and headers (the device-node tests compile a V4L2
 # client), socat and busybox (README examples, POSIX-sh checks), v4l-utils and ffmpeg (the real V4L2
-# clients the device-node tests run; ffmpeg also makes their H.264 clips), then a .venv with the package,
+# clients the device-node tests run; ffmpeg also makes their H.264 clips), htop, lsof, tmux, procps and
+# util-linux (the tools the tests run inside `memtrackfs run`), then a .venv with the package,
 # and (as root) links `memtrackfs` and `vpu-sim` into /usr/local/bin, so the README's commands
 # work as printed. MEMTRACKFS_BIN_DIR=DIR links them into DIR instead.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 say() { echo "install.sh: $*" >&2; }
 
-packages=(fuse3 libfuse2 libfuse3-dev pkg-config python3 python3-venv gcc libc6-dev linux-libc-dev socat busybox util-linux procps kmod v4l-utils ffmpeg)
+packages=(fuse3 libfuse2 libfuse3-dev pkg-config python3 python3-venv gcc libc6-dev linux-libc-dev socat busybox util-linux bsdutils procps kmod v4l-utils ffmpeg htop lsof tmux)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
