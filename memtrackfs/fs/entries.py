@@ -32,13 +32,14 @@ class OpenFile:
     to know of the caller: the file's status flags now (O_NONBLOCK may be set after open) and
     whether the caller was interrupted by a signal (set by the adapter)."""
 
-    __slots__ = ("entry", "fh", "snapshot", "fresh", "cursor", "offset", "flags", "interrupted", "file_key", "users")
+    __slots__ = ("entry", "fh", "snapshot", "fresh_until", "cursor", "offset", "flags", "interrupted", "file_key",
+                 "users")
 
     def __init__(self, entry: "File", fh: int) -> None:
         self.entry = entry
         self.fh = fh
         self.snapshot: Optional[bytes] = None
-        self.fresh = False  # the snapshot was taken at open and no read has used it yet
+        self.fresh_until = 0.0  # until then, the first read serves the snapshot taken at open
         self.cursor = 0  # dev/kmsg: sequence number of the next record to return
         self.offset = 0  # dev/kmsg: the file position the next read comes from, unless it seeked
         self.flags = 0
@@ -48,8 +49,9 @@ class OpenFile:
         self.users: set[int] = set()
 
 
-# A rendering measured by a lookup is the one the open right after it serves, if that open comes
-# within this many seconds (it comes within microseconds: the kernel looks up just before).
+# A rendering measured by a lookup is the one the open right after it serves, if that open and
+# its first read come within this many seconds each (the kernel looks up just before it opens,
+# and a sendfile reader reads at once).
 MEASURE_VALID = 1.0
 KMSG_SIZE = 1 << 62  # st_size of dev/kmsg: SEEK_END lands at an offset no record reaches
 INTERRUPT_CHECK = 0.05  # seconds between two checks for a signal while a dev/kmsg reader waits
@@ -125,10 +127,13 @@ class GeneratedFile(File):
     """A seq_file-like file: the whole content rendered once per open, served from the snapshot;
     a later read at offset 0 renders afresh (seq_file's lseek(0), for pollers that keep the fd).
 
-    st_size is the length of the rendering an open now would serve, and the open serves the very
-    bytes whose length the preceding lookup reported: splice(2) and sendfile(2) read a FUSE file
-    through the page cache and stop at st_size on this kernel (README "Sizes"), so busybox cat,
-    cp and Python's copyfile get the whole content, and nothing of another rendering."""
+    st_size is the length of the rendering an open now would serve, and an open serves the very
+    bytes whose length the preceding lookup reported, if its first read comes within
+    MEASURE_VALID: splice(2) and sendfile(2) read a FUSE file through the page cache and stop at
+    st_size on this kernel (README "Sizes"), so busybox cat, cp and Python's copyfile get the
+    whole content, and nothing of another rendering. A first read still renders: a file whose
+    object is gone fails as the kernel's does (sysfs ENODEV, debugfs EIO), and a first read long
+    after the open sees the content of then, as seq_file shows it at the first read."""
 
     def __init__(self, render: Callable[[], bytes],
                  write: Optional[Callable[[bytes], None]] = None) -> None:
@@ -154,17 +159,16 @@ class GeneratedFile(File):
         # lookup measured is what the kernel's i_size says. Under constant change another open's
         # lookup may come between, but then the inode's size is that one's, served here too.
         when, rendering = self._measured
-        if rendering is None or time.monotonic() - when > MEASURE_VALID:
-            try:
-                rendering = self._rendering(kernel)
-            except KernelError:
-                return  # the first read renders again and fails as the file does
-        handle.snapshot, handle.fresh = rendering, True
+        now = time.monotonic()
+        if rendering is not None and now - when <= MEASURE_VALID:
+            handle.snapshot, handle.fresh_until = rendering, now + MEASURE_VALID
 
     def read(self, kernel: Kernel, handle: OpenFile, size: int, offset: int) -> bytes:
-        if handle.snapshot is None or (offset == 0 and not handle.fresh):
-            handle.snapshot = self._rendering(kernel)
-        handle.fresh = False
+        if handle.snapshot is None or offset == 0:
+            current = self._rendering(kernel)
+            if not (handle.snapshot is not None and time.monotonic() <= handle.fresh_until):
+                handle.snapshot = current
+            handle.fresh_until = 0.0
         return handle.snapshot[offset:offset + size]
 
     def write(self, data: bytes) -> None:

@@ -145,9 +145,21 @@ def build_tree(kernel: Kernel) -> Directory:
         node = kernel.devices.nodes.get(name)
         return None if node is None else DeviceFile(node, kernel.driver_timeout)
 
+    # One entry per root, kept across lookups: an open serves what the lookup before it measured
+    # (GeneratedFile), so both must find the same entry. Runs under Kernel.lock.
+    memtrack_files: dict[str, tuple[Node, GeneratedFile]] = {}
+
     def memtrack_lookup(name: str) -> Optional[Entry]:
         root = tracker.roots.get(name)
-        return None if root is None else _memtrack_file(root)
+        if root is None:
+            return None
+        kept = memtrack_files.get(name)
+        if kept is None or kept[0] is not root:
+            for other, (node, _) in list(memtrack_files.items()):
+                if not node.alive:
+                    del memtrack_files[other]
+            kept = memtrack_files[name] = (root, _memtrack_file(root))
+        return kept[1]
 
     debug: dict[str, Entry] = {}
     if board.has(MEMTRACK):
