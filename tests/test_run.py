@@ -23,6 +23,7 @@ import pytest
 from helpers import ROOT
 from helpers.run import ENV, run_command, start_run
 
+from memtrackfs.client import MemtrackClient
 from memtrackfs.mounts import read_mounts, runtime_dir
 from memtrackfs.sandbox import proc_union
 
@@ -296,26 +297,39 @@ def test_an_unprivileged_user_gets_the_real_paths_through_a_user_namespace() -> 
     mount(workdir, "--allow-other")
     union = proc_union.start(str(workdir / "proc"), str(workdir / "mnt/proc"), str(workdir / "proc.log"),
                              allow_other=True)
+    # Last, a node registered while the command runs: the run joins the user namespace to bind it.
     inside = ("id -u; cat /proc/rk_dmabuf/size; sh -c 'echo $$; exec readlink /proc/self'; "
-              "script -qc tty /dev/null; exec cat /proc/self/status")
+              "script -qc tty /dev/null; grep ^Uid: /proc/self/status; echo waiting; "
+              "for i in $(seq 400); do test -e /dev/video9 && break; sleep 0.05; done; ls /dev/video9")
     script = ("import sys\n"
               "from memtrackfs.sandbox.command import run_in_namespace\n"
               f"sys.exit(run_in_namespace(['sh', '-c', {inside!r}], {{'PATH': '/usr/bin:/bin'}}, "
               f"'{workdir}/mnt', '{workdir}/proc'))\n")
+    run = None
     try:
-        done = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                               sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60,
-                              stdin=subprocess.DEVNULL)
-        assert done.returncode == 0, done.stderr
-        uid, size, shell, self_link, pty_name, *status = done.stdout.splitlines()
+        run = subprocess.Popen(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                                sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=ROOT, stdin=subprocess.DEVNULL)
+        lines = []
+        while (line := run.stdout.readline()) not in ("waiting\n", ""):
+            lines.append(line.rstrip("\n"))
+        with MemtrackClient(str(workdir / "driver.sock")) as driver:
+            driver.call("register_device", name="video9")
+            out, err = run.communicate(timeout=60)
+        assert run.returncode == 0, err
+        uid, size, shell, self_link, pty_name, uids = lines
         nobody = pwd.getpwnam("nobody").pw_uid
         assert uid == str(nobody)  # the same user inside as outside: no root in the namespace
         assert size == "Total: 0 KiB"
         assert self_link == shell  # procfs's own link, mounted in the union
         # ptmx through /dev/.host (no mknod in a user namespace): the new terminal is named there
         assert re.fullmatch(r"/dev/\.host/pts/\d+", pty_name), pty_name
-        assert f"Uid:\t{nobody}\t{nobody}\t{nobody}\t{nobody}" in status
+        assert uids == f"Uid:\t{nobody}\t{nobody}\t{nobody}\t{nobody}"
+        assert out == "/dev/video9\n"
     finally:
+        if run is not None and run.poll() is None:
+            run.kill()
+            run.communicate()
         proc_union.stop(union, str(workdir / "proc"))
         umount(workdir)
         for name in ("driver.log", "proc.log"):
