@@ -233,14 +233,18 @@ def test_a_blocking_kmsg_read_waits_for_the_next_record_and_a_signal_ends_it(mou
         reader.stdout.close()
 
 
-FOLLOW_KMSG = """
-import os, sys
+# A reader of dev/kmsg (argv[1]) that has read every record there is, without waiting.
+READ_TO_THE_END = """
+import os, select, sys
 fd = os.open(sys.argv[1], os.O_RDONLY | os.O_NONBLOCK)
 try:
     while os.read(fd, 8192):
         pass
 except BlockingIOError:
     pass
+"""
+
+FOLLOW_KMSG = READ_TO_THE_END + """
 os.set_blocking(fd, True)
 print("at the end", flush=True)
 try:
@@ -278,14 +282,7 @@ def test_kmsg_poll_waits_for_the_next_record(mount: Mount) -> None:
         os.close(fd)
 
 
-POLL_KMSG = """
-import os, select, sys
-fd = os.open(sys.argv[1], os.O_RDONLY | os.O_NONBLOCK)
-try:
-    while os.read(fd, 8192):
-        pass
-except BlockingIOError:
-    pass
+POLL_KMSG = READ_TO_THE_END + """
 poller = select.poll()
 poller.register(fd, select.POLLIN)
 print(poller.poll(60000)[0][1])
