@@ -231,6 +231,15 @@ def test_a_node_registered_while_the_command_runs_appears_and_goes(tmp_path: Pat
         run.stdout.close()
 
 
+def test_a_driver_started_inside_the_run_is_found_by_v4l2_ctl() -> None:
+    lines = inside("vpu-sim daemon --mount $(dirname $MEMTRACKFS_SOCKET)/mnt > /dev/null & "
+                   + WAIT.format("test -e /dev/video0 -a -e /dev/video1 -a -e /dev/media0") + "; v4l2-ctl --list-devices; "
+                   "v4l2-ctl -d /dev/video0 --info | grep 'Driver name'; kill %1; wait", NO_VPU)
+    assert lines[:4] == ["amphion vpu decoder (platform: amphion-vpu):", "\t/dev/video0", "\t/dev/video1",
+                         "\t/dev/media0"], lines
+    assert lines[-1].split() == ["Driver", "name", ":", "amphion-vpu"]
+
+
 def test_nothing_of_the_run_reaches_the_hosts_dev() -> None:
     before = sorted(os.listdir("/dev"))
     lines = inside("touch /dev/made-in-the-run && ls /dev/made-in-the-run; ls /dev/video0 /dev/kmsg")

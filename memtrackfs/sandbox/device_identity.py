@@ -23,6 +23,11 @@ import os
 from memtrackfs.sandbox.namespace import bind
 
 
+def installed() -> bool:
+    """Whether the identity is in place (no host has a character device 0:0 of its own)."""
+    return os.path.lexists("/sys/dev/char/0:0")
+
+
 def install(mountpoint: str, shadow) -> None:
     """Bind the identity entries; ``shadow(directory)`` makes a host directory extensible."""
     sysfs = f"{mountpoint}/sys"

@@ -17,7 +17,7 @@ one by one; there, slave propagation alone does it, where / is shared.
 
 Device nodes: as devtmpfs shows a node once its driver registers it, a node that appears in the
 mount's dev/ is bound at /dev/NAME, and one that goes is unmounted (and its empty placeholder
-removed).
+removed); the nodes' sysfs identity (``device_identity``) is put in place with the first of them.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import select
 from typing import Callable, NamedTuple, Optional
 
 from memtrackfs.mounts import unescape
+from memtrackfs.sandbox import device_identity, realpaths
 from memtrackfs.sandbox.namespace import CLONE_NEWNS, CLONE_NEWUSER, MNT_DETACH, bind
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -58,11 +59,12 @@ def _read_mountinfo(fd: int) -> list[MountId]:
 
 
 class NamespaceFollower:
-    """Follows, for the namespace of process ``pid``, the host's unmounts (as root) and the device
+    """Follows, for a run's namespace (``attach``), the host's unmounts (as root) and the device
     nodes of the memtrackfs mount at ``mountpoint``. Create it before the namespace exists (its
     pictures of the host's mounts and of the nodes are the namespace's starting point)."""
 
     def __init__(self, mountpoint: str) -> None:
+        self._mountpoint = mountpoint
         self._nodes_dir = os.path.join(mountpoint, "dev")
         self._nodes: set[str] = set()
         self._nodes = self._list_nodes()
@@ -100,7 +102,7 @@ class NamespaceFollower:
         added, removed = sorted(nodes - self._nodes), sorted(self._nodes - nodes)
         self._nodes = nodes
         if unmounted or added or removed:
-            self._in_namespace(lambda: _apply(unmounted, self._nodes_dir, added, removed))
+            self._in_namespace(lambda: _apply(unmounted, self._mountpoint, added, removed))
 
     def _list_nodes(self) -> set[str]:
         try:
@@ -121,15 +123,20 @@ class NamespaceFollower:
         os.waitpid(child, 0)
 
 
-def _apply(unmounted: set[MountId], nodes_dir: str, added: list[str], removed: list[str]) -> None:
+def _apply(unmounted: set[MountId], mountpoint: str, added: list[str], removed: list[str]) -> None:
     """In the namespace: detach the copies of the host's unmounted mounts; bind the new nodes,
-    unmount the removed ones."""
+    unmount the removed ones; put the nodes' sysfs identity in place if the first nodes with one
+    came after the start."""
+    nodes_dir = os.path.join(mountpoint, "dev")
     with open("/proc/self/mountinfo", errors="surrogateescape") as f:
         here = parse_mountinfo(f.read())
     # Deepest first: a submount goes before the mount it sits on.
     for mount in sorted(set(here) & unmounted, key=lambda m: -m.mountpoint.count("/")):
         _libc.umount2(os.fsencode(unescape(mount.mountpoint)), MNT_DETACH)
     ours = os.stat(nodes_dir).st_dev
+    if added and not device_identity.installed():
+        # sysfs before /dev, as the kernel publishes a device before udev makes its node.
+        device_identity.install(mountpoint, realpaths.shadow)
     for name in removed:
         target = f"/dev/{name}"
         if any(m.mountpoint == target and _device(m) == ours for m in here):

@@ -12,7 +12,7 @@ completes it with mounts (``memtrackfs.sandbox.realpaths``):
 | other procfs names (sys, meminfo)  | placeholders of their kind | a bind of the procfs entry             |
 | procfs links (mounts, net)         | the same link              | -                                      |
 | the board's (rk_dmabuf, ...)       | placeholders of their kind | a bind of the memtrackfs mount's entry |
-| ``<pid>``, its ``task/<tid>``      | directories (htop opens them O_DIRECTORY|O_NOFOLLOW) | - |
+| ``<pid>``, its ``task/<tid>``      | directories (htop opens them with O_NOFOLLOW) | -                   |
 | ``<pid>/<name>``                   | a link to ``/proc/.real/<pid>/<name>`` | -                          |
 | ``<pid>/exe``, ``cwd``, ``root``   | a copy of procfs's link text (``readlink`` shows the program, as Go's os.Executable needs) | - |
 
@@ -36,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from memtrackfs.mounts import find_mount
 
@@ -75,24 +75,20 @@ def _no_such(path: str) -> OSError:
     return FileNotFoundError(errno.ENOENT, "no such entry in procfs", path)
 
 
-def _kind_mode(path: str) -> int:
-    """A placeholder's mode: the kind and permissions of the entry it stands for."""
-    return os.lstat(path).st_mode
-
-
 class ProcUnion:
     """The namespace of names: what each path of the union is. Pure reads of the real /proc."""
 
-    def __init__(self, own: Iterable[str], own_dir: str) -> None:
-        # The board's entries, as the memtrackfs mount has them (the one list: fs.tree.proc_entries).
-        self.own = {name: _kind_mode(os.path.join(own_dir, name)) for name in own}
+    def __init__(self, own_dir: str) -> None:
+        # The board's entries, as the memtrackfs mount has them (the one list: fs.tree.proc_entries);
+        # a placeholder has the kind and permissions of the entry it stands for.
+        self.own = {name: os.lstat(os.path.join(own_dir, name)).st_mode for name in sorted(os.listdir(own_dir))}
         self.static: dict[str, Node] = {}
         for name in os.listdir(_PROC):
             if name.isdigit() or name in self.own:
                 continue
             real = f"{_PROC}/{name}"
             try:
-                mode = _kind_mode(real)
+                mode = os.lstat(real).st_mode
             except FileNotFoundError:
                 continue
             if stat.S_ISLNK(mode):
@@ -102,7 +98,6 @@ class ProcUnion:
                 self.static[name] = Node(_LINK, None, target)
             else:
                 self.static[name] = Node(mode, None)
-        self.root_mode = os.stat(_PROC).st_mode
         # Every process directory has the same names (procfs's tgid_base_stuff / tid_base_stuff).
         me = os.getpid()
         self.pid_names = frozenset(os.listdir(f"{_PROC}/{me}"))
@@ -226,20 +221,21 @@ def make_operations(fuse: Any) -> type:
                 raise fuse.FuseOSError(errno.EINVAL)
             if node.target is not None:
                 return node.target
-            self._check_may_read(node)
             try:
+                self._check_may_read(node)
                 target = self.union.copied_link(path)
             except OSError as exc:
                 raise fuse.FuseOSError(exc.errno) from None
             self.reaper.copied(path, target)
             return target
 
-        def _check_may_read(self, node: Node) -> None:
+        @staticmethod
+        def _check_may_read(node: Node) -> None:
             """exe, cwd and root are readable by the process's owner and root only (procfs asks
             ptrace_may_access; the owner of /proc/PID is the process's euid, root if not dumpable)."""
             uid = fuse.fuse_get_context()[0]
             if uid != 0 and node.source is not None and os.stat(node.source).st_uid != uid:
-                raise fuse.FuseOSError(errno.EACCES)
+                raise PermissionError(errno.EACCES, "not the process's owner")
 
         def readdir(self, path: str, fh: Any) -> list[Any]:
             try:
@@ -370,7 +366,7 @@ def _readlink(path: str) -> Optional[str]:
 
 def serve(mountpoint: str, own_dir: str, allow_other: bool, on_ready: Callable[[], None]) -> None:
     fuse = load_fuse()
-    union = ProcUnion(sorted(os.listdir(own_dir)), own_dir)
+    union = ProcUnion(own_dir)
     operations = make_operations(fuse)(union, on_ready)
     options: dict[str, Any] = {"allow_other": True} if allow_other else {}
     if getattr(fuse, "fuse_version_major", 2) == 3:
