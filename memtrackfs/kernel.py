@@ -50,6 +50,7 @@ class Kernel:
         self.driver_timeout = driver_timeout  # how long a device-node call waits for its driver
         self.files = OpenFileTable()  # device-node files and socket connections, for settle
         self._file_closed = threading.Condition(self.lock)
+        self.generation = 0  # counts transactions: a rendering made at one generation stays true until the next
         self._delayed = DelayedWork(self._fire_delayed)
         # Told, after the lock is released, that the kernel log has new records (dev/kmsg pollers).
         self.log_listeners: list[Callable[[], None]] = []
@@ -64,6 +65,7 @@ class Kernel:
             try:
                 yield self
             finally:
+                self.generation += 1  # the model may have changed: renderings of before are old
                 due = self._take_due_notifications()
                 new_records = self.log.next_seq != self._announced_seq
                 self._announced_seq = self.log.next_seq

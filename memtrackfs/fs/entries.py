@@ -13,6 +13,7 @@ import os
 import stat
 import threading
 import time
+import weakref
 from typing import Any, Callable, Mapping, Optional
 
 from memtrackfs.errors import KernelError
@@ -32,13 +33,14 @@ class OpenFile:
     to know of the caller: the file's status flags now (O_NONBLOCK may be set after open) and
     whether the caller was interrupted by a signal (set by the adapter)."""
 
-    __slots__ = ("entry", "fh", "snapshot", "fresh_until", "cursor", "offset", "flags", "interrupted", "file_key",
-                 "users")
+    __slots__ = ("entry", "fh", "snapshot", "generation", "fresh_until", "cursor", "offset", "flags",
+                 "interrupted", "file_key", "users", "__weakref__")
 
     def __init__(self, entry: "File", fh: int) -> None:
         self.entry = entry
         self.fh = fh
         self.snapshot: Optional[bytes] = None
+        self.generation = -1  # Kernel.generation the snapshot was rendered at
         self.fresh_until = 0.0  # until then, the first read serves the snapshot taken at open
         self.cursor = 0  # dev/kmsg: sequence number of the next record to return
         self.offset = 0  # dev/kmsg: the file position the next read comes from, unless it seeked
@@ -128,47 +130,58 @@ class GeneratedFile(File):
     a later read at offset 0 renders afresh (seq_file's lseek(0), for pollers that keep the fd).
 
     st_size is the length of the rendering an open now would serve, and an open serves the very
-    bytes whose length the preceding lookup reported, if its first read comes within
-    MEASURE_VALID: splice(2) and sendfile(2) read a FUSE file through the page cache and stop at
-    st_size on this kernel (README "Sizes"), so busybox cat, cp and Python's copyfile get the
-    whole content, and nothing of another rendering. A first read still renders: a file whose
-    object is gone fails as the kernel's does (sysfs ENODEV, debugfs EIO), and a first read long
-    after the open sees the content of then, as seq_file shows it at the first read."""
+    bytes whose length the kernel was last told: splice(2) and sendfile(2) read a FUSE file
+    through the page cache and stop at st_size on this kernel (README "Sizes"), so busybox cat,
+    cp and Python's copyfile get the whole content, and nothing of another rendering. The kernel
+    asks the size at the lookup before the open, and again at an fstat after it (copyfile's):
+    an open whose first read has not come yet takes each new measure (``_waiting``). A first read
+    that comes late (past MEASURE_VALID) shows the content of then, as seq_file shows it at the
+    first read; one after the model changed renders too, so that a file whose object is gone
+    fails as the kernel's does (sysfs ENODEV, debugfs EIO)."""
 
     def __init__(self, render: Callable[[], bytes],
                  write: Optional[Callable[[bytes], None]] = None) -> None:
         self.render = render
         self._write = write
         self.mode = 0o644 if write is not None else 0o444
-        self._measured: tuple[float, Optional[bytes]] = (0.0, None)  # (when, rendering) of the last st_size()
-
-    def _rendering(self, kernel: Kernel) -> bytes:
-        with kernel.lock:
-            return self.render()
+        # What the last st_size() measured: (when, the model's generation, the rendering).
+        self._measured: tuple[float, int, Optional[bytes]] = (0.0, -1, None)
+        self._waiting: weakref.WeakSet[OpenFile] = weakref.WeakSet()  # opened, not read yet
 
     def st_size(self, kernel: Kernel) -> int:
-        try:
-            rendering = self._rendering(kernel)
-        except KernelError:
-            return 0  # the read says why
-        self._measured = (time.monotonic(), rendering)
+        with kernel.lock:
+            try:
+                rendering = self.render()
+            except KernelError:
+                return 0  # the read says why
+            self._measured = (time.monotonic(), kernel.generation, rendering)
+            for handle in self._waiting:
+                handle.snapshot, handle.generation = rendering, kernel.generation
         return len(rendering)
 
     def on_open(self, kernel: Kernel, handle: OpenFile) -> None:
         # The kernel looks the name up (entry_timeout=0) just before it opens it: what that
-        # lookup measured is what the kernel's i_size says. Under constant change another open's
-        # lookup may come between, but then the inode's size is that one's, served here too.
-        when, rendering = self._measured
-        now = time.monotonic()
-        if rendering is not None and now - when <= MEASURE_VALID:
-            handle.snapshot, handle.fresh_until = rendering, now + MEASURE_VALID
+        # lookup measured is what the kernel's i_size says (under constant change another open's
+        # lookup may come between, but then the inode's size is that one's, served here too).
+        with kernel.lock:
+            when, generation, rendering = self._measured
+            now = time.monotonic()
+            if rendering is not None and now - when <= MEASURE_VALID:
+                handle.snapshot, handle.generation = rendering, generation
+                handle.fresh_until = now + MEASURE_VALID
+                self._waiting.add(handle)
 
     def read(self, kernel: Kernel, handle: OpenFile, size: int, offset: int) -> bytes:
         if handle.snapshot is None or offset == 0:
-            current = self._rendering(kernel)
-            if not (handle.snapshot is not None and time.monotonic() <= handle.fresh_until):
-                handle.snapshot = current
-            handle.fresh_until = 0.0
+            with kernel.lock:
+                self._waiting.discard(handle)
+                fresh = handle.snapshot is not None and time.monotonic() <= handle.fresh_until
+                handle.fresh_until = 0.0
+                # The model unchanged since the measure: the snapshot is what a rendering now gives.
+                if not (fresh and kernel.generation == handle.generation):
+                    current = self.render()  # fails if the object is gone
+                    if not fresh:
+                        handle.snapshot, handle.generation = current, kernel.generation
         return handle.snapshot[offset:offset + size]
 
     def write(self, data: bytes) -> None:
