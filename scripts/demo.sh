@@ -85,7 +85,7 @@ cat <<EOT
 Everything keeps running. Look around:
   ls -R $mnt/dev $mnt/proc $mnt/sys
   cat $mnt/proc/rk_dmabuf/dev $mnt/sys/kernel/debug/dma_buf/bufinfo
-  cat $mnt/dev/kmsg
+  cat $mnt/dev/kmsg                               # the kernel log; cat follows it, as on a board (Ctrl-C)
   $vpu play --mount $mnt --seconds 5     # one more decoder instance
   $mtfs snapshot --mount $mnt
   tail -f $state.play1.log                        # an application's progress
