@@ -4,22 +4,20 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 from memtrackfs.errors import KernelError
 from memtrackfs.model.buffer_memory import MAPPABLE_SIZE, check_regions
 from memtrackfs.server import fields
 from memtrackfs.server.driver_endpoint import DriverEndpoint
+from memtrackfs.server.session import Session
 from memtrackfs.server.usermem import MAX_COPY, copy_from_user, copy_to_user, read_mapping
-
-if TYPE_CHECKING:
-    from memtrackfs.server.session import Session
 
 Reply = dict[str, Any]
 MAX_USER_WRITES = 64  # per call: a multi-planar buffer's plane array and struct, a control array...
 
 
-def _endpoint(session: "Session") -> DriverEndpoint:
+def _endpoint(session: Session) -> DriverEndpoint:
     if session.endpoint is None:
         raise KernelError(errno.EINVAL, "this connection serves no device node (register_device first)")
     return session.endpoint
@@ -51,7 +49,7 @@ def _sysfs(request: dict[str, Any]) -> dict[str, str] | None:
     return {key: fields.name(sysfs, key) for key in keys}
 
 
-def op_register_device(session: "Session", request: dict[str, Any]) -> Reply:
+def op_register_device(session: Session, request: dict[str, Any]) -> Reply:
     name = fields.name(request)
     sysfs = _sysfs(request)
     endpoint = session.endpoint or DriverEndpoint(session.client or f"pid {session.peer_pid}", session.push)
@@ -76,7 +74,7 @@ def _user_writes(request: dict[str, Any]) -> list[tuple[int, bytes]]:
     return checked
 
 
-def op_complete(session: "Session", request: dict[str, Any]) -> Reply:
+def op_complete(session: Session, request: dict[str, Any]) -> Reply:
     """The driver's answer to an open/ioctl/release: ``result`` 0 or an errno name, ``out`` bytes;
     ``user``: copy_to_user writes done in the caller before it is answered (a failing one makes
     the call EFAULT, as in the kernel); ``mappable``, when its buffers changed: the file's mmap
@@ -105,7 +103,7 @@ def op_complete(session: "Session", request: dict[str, Any]) -> Reply:
     return {}
 
 
-def op_wake(session: "Session", request: dict[str, Any]) -> Reply:
+def op_wake(session: Session, request: dict[str, Any]) -> Reply:
     """A driver's open file may answer poll differently now (a buffer is done, an event queued):
     its pollers are woken, and the kernel polls the file again."""
     fh = fields.integer(request, "file", 1, 2**63 - 1)
@@ -115,14 +113,14 @@ def op_wake(session: "Session", request: dict[str, Any]) -> Reply:
     return {}
 
 
-def op_copy_from_user(session: "Session", request: dict[str, Any]) -> Reply:
+def op_copy_from_user(session: Session, request: dict[str, Any]) -> Reply:
     pid = _endpoint(session).caller_pid(_call_id(request))
     data = copy_from_user(pid, fields.integer(request, "addr", 0, 2**64 - 1),
                           fields.integer(request, "len", 0, MAX_COPY))
     return {"data": base64.b64encode(data).decode()}
 
 
-def op_read_buffer(session: "Session", request: dict[str, Any]) -> Reply:
+def op_read_buffer(session: Session, request: dict[str, Any]) -> Reply:
     """A buffer's bytes at an mmap ``offset`` of the call's node, as the calling process's mapping
     holds them (a driver reading the bitstream an application queued); its written-back pages,
     or zeros, where that process maps nothing."""
@@ -138,13 +136,13 @@ def op_read_buffer(session: "Session", request: dict[str, Any]) -> Reply:
     return {"data": base64.b64encode(data).decode()}
 
 
-def op_copy_to_user(session: "Session", request: dict[str, Any]) -> Reply:
+def op_copy_to_user(session: Session, request: dict[str, Any]) -> Reply:
     pid = _endpoint(session).caller_pid(_call_id(request))
     copy_to_user(pid, fields.integer(request, "addr", 0, 2**64 - 1), _base64(request, "data"))
     return {}
 
 
-def close_endpoint(session: "Session") -> None:
+def close_endpoint(session: Session) -> None:
     """The driver connection ended: fail its calls in flight and remove its device nodes."""
     endpoint = session.endpoint
     if endpoint is None:
@@ -156,4 +154,11 @@ def close_endpoint(session: "Session") -> None:
             k.log.info(f"memtrackfs: dev/{node.name} removed: driver {endpoint.name} disconnected")
 
 
-DEVICE_OPS = {name[3:]: fn for name, fn in dict(globals()).items() if name.startswith("op_")}
+DEVICE_OPS: dict[str, Callable[[Session, dict[str, Any]], Reply]] = {
+    "register_device": op_register_device,
+    "complete": op_complete,
+    "wake": op_wake,
+    "copy_from_user": op_copy_from_user,
+    "read_buffer": op_read_buffer,
+    "copy_to_user": op_copy_to_user,
+}

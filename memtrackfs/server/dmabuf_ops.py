@@ -1,14 +1,14 @@
 """Socket operations on dma-bufs and DMA heaps (see ``model.dmabuf`` and ``model.heaps``).
 
 The connection is the process: the references and attachments it takes are its own, the way a
-process holds dma-buf fds, and ``Session.close()`` drops them all when the peer goes away.
+process holds dma-buf fds, and ``release_dmabufs`` drops them all when the peer goes away.
 Fields are checked before the kernel lock is taken; the model refuses before it changes anything.
 """
 from __future__ import annotations
 
 import errno
 import itertools
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
 from memtrackfs.errors import KernelError
 from memtrackfs.kernel import Kernel
@@ -21,9 +21,7 @@ from memtrackfs.model.heaps import (
     default_cma_heap,
 )
 from memtrackfs.server import fields
-
-if TYPE_CHECKING:
-    from memtrackfs.server.session import Session
+from memtrackfs.server.session import Session, caller_context
 
 Reply = dict[str, Any]
 _ID_MAX = 2**63 - 1
@@ -40,12 +38,12 @@ def _leader_comm(tgid: int) -> Optional[str]:
     return "".join(ch if ch.isprintable() else "?" for ch in comm)
 
 
-def _buffer_name(session: "Session", request: dict[str, Any]) -> Optional[str]:
+def _buffer_name(session: Session, request: dict[str, Any]) -> Optional[str]:
     """The request's ``name`` (null: no name), else Rockchip's ``"<tgid>-<leader comm>"``."""
     if "name" in request:
         name = fields.optional_name(request)
     else:
-        tgid, _ = session._context(request)
+        tgid, _ = caller_context(session, request)
         comm = fields.optional_name(request, "comm")
         if comm is None:
             # A tgid from the request may name no process here (a simulated one): fall back to the
@@ -73,7 +71,7 @@ def _optional(request: dict[str, Any], key: str) -> Optional[int]:
     return fields.integer(request, key, 1, 2**64 - 1) if request.get(key) is not None else None
 
 
-def op_heap_alloc(session: "Session", request: dict[str, Any]) -> Reply:
+def op_heap_alloc(session: Session, request: dict[str, Any]) -> Reply:
     """DMA_HEAP_IOCTL_ALLOC: a buffer from a heap, exported with the heap's name as exporter."""
     heap_name = fields.name(request, "heap")
     nbytes = fields.integer(request, "bytes", 1, MAX_BUFFER_BYTES)
@@ -84,7 +82,7 @@ def op_heap_alloc(session: "Session", request: dict[str, Any]) -> Reply:
         return _exported(k.dmabufs.heap_alloc(heap, nbytes, name, session, ino=ino, address=address))
 
 
-def op_export(session: "Session", request: dict[str, Any]) -> Reply:
+def op_export(session: Session, request: dict[str, Any]) -> Reply:
     """A driver exports its own buffer (vb2's EXPBUF, DRM PRIME). Its memory comes from ``heap``:
     by default the board's CMA heap, where dma-contig allocators get theirs, or the first heap if
     none. ``cache_sgt_mapping``: the exporter's dma_buf_ops keep mapped scatter lists (DRM PRIME
@@ -109,21 +107,21 @@ def _attachment_id(request: dict[str, Any]) -> int:
     return fields.integer(request, "attachment", 1, _ID_MAX)
 
 
-def op_get(session: "Session", request: dict[str, Any]) -> Reply:
+def op_get(session: Session, request: dict[str, Any]) -> Reply:
     """Take one more reference (as receiving the buffer's fd does)."""
     ino = _buffer_id(request)
     with session.kernel.transaction() as k:
         return {"count": k.dmabufs.get(ino, session).refs}
 
 
-def op_put(session: "Session", request: dict[str, Any]) -> Reply:
+def op_put(session: Session, request: dict[str, Any]) -> Reply:
     """Drop one of this connection's references (close an fd); the last one releases the buffer."""
     ino = _buffer_id(request)
     with session.kernel.transaction() as k:
         return {"released": k.dmabufs.put(ino, session)}
 
 
-def op_attach(session: "Session", request: dict[str, Any]) -> Reply:
+def op_attach(session: Session, request: dict[str, Any]) -> Reply:
     """dma_buf_attach() by an importer for ``device``; the attachment holds a reference."""
     ino = _buffer_id(request)
     device = fields.name(request, "device")
@@ -131,7 +129,7 @@ def op_attach(session: "Session", request: dict[str, Any]) -> Reply:
         return {"attachment": k.dmabufs.attach(ino, device, session).id}
 
 
-def op_detach(session: "Session", request: dict[str, Any]) -> Reply:
+def op_detach(session: Session, request: dict[str, Any]) -> Reply:
     attachment_id = _attachment_id(request)
     with session.kernel.transaction() as k:
         return {"released": k.dmabufs.detach(attachment_id, session)}
@@ -152,7 +150,7 @@ def _segments(request: dict[str, Any]) -> Optional[list[tuple[int, int]]]:
     return [(address, length) for address, length in value]
 
 
-def op_map(session: "Session", request: dict[str, Any]) -> Reply:
+def op_map(session: Session, request: dict[str, Any]) -> Reply:
     """dma_buf_map_attachment(): the scatter list the device sees."""
     attachment_id = _attachment_id(request)
     requested = _segments(request)
@@ -161,7 +159,7 @@ def op_map(session: "Session", request: dict[str, Any]) -> Reply:
     return {"segments": [{"address": address, "length": length} for address, length in segments]}
 
 
-def op_unmap(session: "Session", request: dict[str, Any]) -> Reply:
+def op_unmap(session: Session, request: dict[str, Any]) -> Reply:
     attachment_id = _attachment_id(request)
     with session.kernel.transaction() as k:
         k.dmabufs.unmap(attachment_id, session)
@@ -182,13 +180,13 @@ def _heap_info(kernel: Kernel, heap: Heap) -> Reply:
     return info
 
 
-def op_heaps(session: "Session", request: dict[str, Any]) -> Reply:
+def op_heaps(session: Session, request: dict[str, Any]) -> Reply:
     """Every heap: capacity and usage in bytes; for CMA heaps the base and fragmentation too."""
     with session.kernel.transaction() as k:
         return {"heaps": [_heap_info(k, heap) for heap in k.heaps.values()]}
 
 
-def op_buffers(session: "Session", request: dict[str, Any]) -> Reply:
+def op_buffers(session: Session, request: dict[str, Any]) -> Reply:
     """Every live buffer, newest first, with the references this connection holds on each."""
     with session.kernel.transaction() as k:
         held = k.dmabufs.held_by(session)
@@ -203,7 +201,7 @@ def op_buffers(session: "Session", request: dict[str, Any]) -> Reply:
 _allocation_ids = itertools.count(1)
 
 
-def op_dma_alloc(session: "Session", request: dict[str, Any]) -> Reply:
+def op_dma_alloc(session: Session, request: dict[str, Any]) -> Reply:
     """dma_alloc_coherent() or a vb2 dma-contig/dma-sg plane: heap memory without a dma-buf.
 
     It counts in the heap's usage (and can fail with ENOMEM) but in no dma-buf view; the
@@ -226,7 +224,7 @@ def op_dma_alloc(session: "Session", request: dict[str, Any]) -> Reply:
         return {"allocation": allocation_id, "heap": heap.name}
 
 
-def op_dma_free(session: "Session", request: dict[str, Any]) -> Reply:
+def op_dma_free(session: Session, request: dict[str, Any]) -> Reply:
     allocation_id = fields.integer(request, "allocation", 1, _ID_MAX)
     with session.kernel.transaction():
         allocation = session.allocations.pop(allocation_id, None)
@@ -236,6 +234,26 @@ def op_dma_free(session: "Session", request: dict[str, Any]) -> Reply:
     return {}
 
 
-DMABUF_OPS: dict[str, Callable[["Session", dict[str, Any]], Reply]] = {
-    name[3:]: function for name, function in list(globals().items()) if name.startswith("op_")
+def release_dmabufs(session: Session, k: Kernel) -> None:
+    """The connection ended (inside the closing transaction): its dma-buf references go as a
+    dead process's fds close (unreferenced buffers are released), and its heap allocations."""
+    k.dmabufs.release_holder(session)
+    for allocation in session.allocations.values():
+        allocation.release()
+    session.allocations.clear()
+
+
+DMABUF_OPS: dict[str, Callable[[Session, dict[str, Any]], Reply]] = {
+    "heap_alloc": op_heap_alloc,
+    "export": op_export,
+    "get": op_get,
+    "put": op_put,
+    "attach": op_attach,
+    "detach": op_detach,
+    "map": op_map,
+    "unmap": op_unmap,
+    "heaps": op_heaps,
+    "buffers": op_buffers,
+    "dma_alloc": op_dma_alloc,
+    "dma_free": op_dma_free,
 }

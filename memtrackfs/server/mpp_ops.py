@@ -11,16 +11,14 @@ that process (``tgid``) must hold a reference to, as only its own fds resolve in
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from memtrackfs.errors import KernelError
 from memtrackfs.kernel import Kernel
 from memtrackfs.model.mpp import MppService, MppSession
 from memtrackfs.server import fields
 from memtrackfs.server.fields import INT32_MAX
-
-if TYPE_CHECKING:
-    from memtrackfs.server.session import Session
+from memtrackfs.server.session import Session
 
 Reply = dict[str, Any]
 _ID_MAX = 2**63 - 1
@@ -34,7 +32,7 @@ def _service(kernel: Kernel) -> MppService:
     return kernel.mpp
 
 
-def _session(session: "Session", kernel: Kernel, request: dict[str, Any]) -> MppSession:
+def _session(session: Session, kernel: Kernel, request: dict[str, Any]) -> MppSession:
     return _service(kernel).session(fields.integer(request, "session", 1, _ID_MAX), session)
 
 
@@ -46,7 +44,7 @@ def _integers(request: dict[str, Any], key: str, limit: int, width: int) -> list
     return values
 
 
-def op_mpp_session_open(session: "Session", request: dict[str, Any]) -> Reply:
+def op_mpp_session_open(session: Session, request: dict[str, Any]) -> Reply:
     """open() of dev/mpp_service by thread ``pid`` of process ``tgid``."""
     pid = fields.integer(request, "pid", 1, INT32_MAX)
     tgid = fields.integer(request, "tgid", 1, INT32_MAX)
@@ -54,7 +52,7 @@ def op_mpp_session_open(session: "Session", request: dict[str, Any]) -> Reply:
         return {"session": _service(k).open(pid, tgid, session).id}
 
 
-def op_mpp_session_init(session: "Session", request: dict[str, Any]) -> Reply:
+def op_mpp_session_init(session: Session, request: dict[str, Any]) -> Reply:
     """MPP_CMD_INIT_CLIENT_TYPE: the device, and the session's index on it."""
     client_type = fields.integer(request, "client_type", 0, 2**32 - 1)
     with session.kernel.transaction() as k:
@@ -64,7 +62,7 @@ def op_mpp_session_init(session: "Session", request: dict[str, Any]) -> Reply:
         return {"device": mpp.device.dev_name, "index": mpp.index, "hw_id": mpp.device.hw_id}
 
 
-def op_mpp_import(session: "Session", request: dict[str, Any]) -> Reply:
+def op_mpp_import(session: Session, request: dict[str, Any]) -> Reply:
     """One task's fds: each buffer imported (or found) in the session; their IOVA and size."""
     inodes = _integers(request, "buffers", MAX_TASK_BUFFERS, 63)
     with session.kernel.transaction() as k:
@@ -77,20 +75,20 @@ def op_mpp_import(session: "Session", request: dict[str, Any]) -> Reply:
     return {"buffers": [{"iova": iova, "size": size} for iova, size in mapped]}
 
 
-def op_mpp_release_fd(session: "Session", request: dict[str, Any]) -> Reply:
+def op_mpp_release_fd(session: Session, request: dict[str, Any]) -> Reply:
     ino = fields.integer(request, "buffer", 1, _ID_MAX)
     with session.kernel.transaction() as k:
         _service(k).release_fd(_session(session, k, request), ino)
     return {}
 
 
-def op_mpp_reset(session: "Session", request: dict[str, Any]) -> Reply:
+def op_mpp_reset(session: Session, request: dict[str, Any]) -> Reply:
     with session.kernel.transaction() as k:
         _service(k).reset(_session(session, k, request))
     return {}
 
 
-def op_mpp_codec_info(session: "Session", request: dict[str, Any]) -> Reply:
+def op_mpp_codec_info(session: Session, request: dict[str, Any]) -> Reply:
     """MPP_CMD_SEND_CODEC_INFO: ``items`` of [type, flag, data]."""
     items = request.get("items")
     if (not isinstance(items, list) or len(items) > MAX_CODEC_INFO
@@ -102,7 +100,7 @@ def op_mpp_codec_info(session: "Session", request: dict[str, Any]) -> Reply:
     return {}
 
 
-def op_mpp_load(session: "Session", request: dict[str, Any]) -> Reply:
+def op_mpp_load(session: Session, request: dict[str, Any]) -> Reply:
     """A core's load and utilization over the last interval, in hundredths of a percent."""
     device = fields.name(request, "device")
     load = fields.integer(request, "load", 0, 10000)
@@ -115,14 +113,14 @@ def op_mpp_load(session: "Session", request: dict[str, Any]) -> Reply:
     return {}
 
 
-def op_mpp_session_close(session: "Session", request: dict[str, Any]) -> Reply:
+def op_mpp_session_close(session: Session, request: dict[str, Any]) -> Reply:
     """release() of the session's file: its buffers are detached and let go."""
     with session.kernel.transaction() as k:
         _service(k).close(_session(session, k, request))
     return {}
 
 
-def op_mpp_sessions(session: "Session", request: dict[str, Any]) -> Reply:
+def op_mpp_sessions(session: Session, request: dict[str, Any]) -> Reply:
     """Every session, in the service's order, with its buffers (least recently used first)."""
     with session.kernel.transaction() as k:
         service = _service(k)
@@ -134,7 +132,7 @@ def op_mpp_sessions(session: "Session", request: dict[str, Any]) -> Reply:
                 "timing_en": service.timing_en, "load_interval": service.load_interval}
 
 
-def close_mpp_sessions(session: "Session") -> None:
+def close_mpp_sessions(session: Session) -> None:
     """The driver connection ended: its sessions end with it (before its attachments go)."""
     kernel = session.kernel
     if kernel.mpp is None:
@@ -143,6 +141,14 @@ def close_mpp_sessions(session: "Session") -> None:
         _service(k).close_holder(session)
 
 
-MPP_OPS: dict[str, Callable[["Session", dict[str, Any]], Reply]] = {
-    name[3:]: function for name, function in list(globals().items()) if name.startswith("op_")
+MPP_OPS: dict[str, Callable[[Session, dict[str, Any]], Reply]] = {
+    "mpp_session_open": op_mpp_session_open,
+    "mpp_session_init": op_mpp_session_init,
+    "mpp_import": op_mpp_import,
+    "mpp_release_fd": op_mpp_release_fd,
+    "mpp_reset": op_mpp_reset,
+    "mpp_codec_info": op_mpp_codec_info,
+    "mpp_load": op_mpp_load,
+    "mpp_session_close": op_mpp_session_close,
+    "mpp_sessions": op_mpp_sessions,
 }

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 from memtrackfs.errors import KernelError
 from memtrackfs.kernel import Kernel
 from memtrackfs.server.protocol import MAX_LINE, decode_request, encode, error_reply
+from memtrackfs.server import ops
 from memtrackfs.server.session import HandleRegistry, Session
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ class Connection:
         try:
             request = decode_request(line)
             request_id = request.get("id")
-            reply = self.session.handle(request)
+            reply = ops.handle(self.session, request)
             if reply == {} and type(request_id) is int:
                 # Most replies (add, sub, set, ...) carry nothing: the bytes encode() would give,
                 # without the JSON encoder (a fifth of a pipelined add's cost).
@@ -177,7 +178,7 @@ class Connection:
             return
         finally:
             try:
-                self.session.close()
+                ops.close(self.session)
             finally:
                 self._stop_writer()
                 self.sock.close()

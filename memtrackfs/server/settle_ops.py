@@ -7,14 +7,12 @@ background and the driver frees its instance only then (see ``model.files``).
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from memtrackfs.errors import KernelError
 from memtrackfs.model.files import OpenFile
 from memtrackfs.server import fields
-
-if TYPE_CHECKING:
-    from memtrackfs.server.session import Session
+from memtrackfs.server.session import Session
 
 Reply = dict[str, Any]
 MAX_TIMEOUT_MS = 3_600_000
@@ -31,7 +29,7 @@ def _pending(entry: OpenFile) -> str:
     return f"{entry.what} opened by {who} (exited): {state}"
 
 
-def op_settle(session: "Session", request: dict[str, Any]) -> Reply:
+def op_settle(session: Session, request: dict[str, Any]) -> Reply:
     """Return once no open device file or connection is held only by exited processes;
     ETIMEDOUT naming what is still pending after ``timeout_ms``."""
     timeout_ms = fields.integer(request, "timeout_ms", 0, MAX_TIMEOUT_MS, DEFAULT_TIMEOUT_MS)
@@ -43,4 +41,4 @@ def op_settle(session: "Session", request: dict[str, Any]) -> Reply:
     return {}
 
 
-SETTLE_OPS: dict[str, Callable[["Session", dict[str, Any]], Reply]] = {"settle": op_settle}
+SETTLE_OPS: dict[str, Callable[[Session, dict[str, Any]], Reply]] = {"settle": op_settle}
