@@ -53,6 +53,7 @@ class MemtrackClient:
         self._lock = threading.Lock()        # guards _pending and _closed
         self._send_lock = threading.Lock()   # one request on the wire at a time
         self._closed: Optional[BaseException] = None
+        self._refusal: Optional[MemtrackError] = None  # an error the daemon sent with no id
         self.closed = threading.Event()  # set when the connection ends, for whatever reason
         self._reader = threading.Thread(target=self._read_loop, name="memtrack-client", daemon=True)
         self._reader.start()
@@ -93,6 +94,9 @@ class MemtrackClient:
                     self._dispatch(json.loads(line))
         except (OSError, ValueError) as exc:
             reason = ConnectionError(errno.ECONNRESET, f"connection to memtrackfs lost: {exc}")
+        if self._refusal is not None:
+            # The daemon said why it closed (too many connections, not the socket's owner).
+            reason = ConnectionError(self._refusal.errno, f"memtrackfs refused the connection: {self._refusal}")
         with self._lock:
             self._closed = reason
             pending, self._pending = self._pending, {}
@@ -107,7 +111,11 @@ class MemtrackClient:
         with self._lock:
             future = self._pending.pop(message.get("id"), None)
         if future is None:
-            return  # e.g. the E2BIG answer to an over-long line, which has no id
+            # No request of ours: the E2BIG answer to an over-long line, or why the daemon is
+            # about to close the connection.
+            if not message.get("ok"):
+                self._refusal = MemtrackError(message.get("errno", "EIO"), message.get("error", ""))
+            return
         if message.get("ok"):
             future.set_result(message)
         else:

@@ -1,7 +1,19 @@
 """The driver socket: a Unix stream socket speaking newline-delimited JSON (see ``protocol``).
 
-One thread per connection reads requests, answers them in order and sends the replies of each
-batch of lines it received in one write (so a pipelining client is not slowed by tiny writes).
+One thread per connection reads requests, answers them in order, and sends their replies itself:
+a peer that does not read its replies stops its own thread, nobody else's. What one connection
+can pin or take is bounded (README "Limits of the socket"):
+- replies: a connection answers until it has ``MAX_REPLY_BYTES`` unsent, then sends them before
+  reading or answering more (backpressure: a peer that never reads pins at most that, plus one
+  reply);
+- turns: connections answer in turns (``DriverServer.turns``, a FIFO lock); a turn ends after
+  ``TURN_SECONDS`` when another connection waits, so a flood cannot hold everyone up;
+- events the server sends on its own (notify, calls to a driver) wait in the peer's outbox for
+  its writer thread; while over ``OUTBOX_PAUSE`` the peer's own requests wait (it is not
+  reading what it asked for), and past ``MAX_QUEUED_BYTES`` the peer is cut off;
+- connections: at most ``MAX_CONNECTIONS`` in all and ``MAX_CONNECTIONS_PER_UID`` per user;
+  more are refused with a clear error. The accept loop survives every per-connection error and
+  backs off while the daemon is out of file descriptors.
 A connection's failure never touches another connection or the daemon.
 """
 from __future__ import annotations
@@ -12,19 +24,36 @@ import os
 import socket
 import struct
 import threading
-from collections import deque
+import time
+from collections import Counter, deque
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 from memtrackfs.errors import KernelError
 from memtrackfs.kernel import Kernel
-from memtrackfs.server.protocol import MAX_LINE, decode_request, encode, error_reply
 from memtrackfs.server import ops
+from memtrackfs.server.protocol import (
+    MAX_LINE,
+    LineReader,
+    RequestError,
+    decode_request,
+    encode,
+    error_reply,
+)
 from memtrackfs.server.session import HandleRegistry, Session
+from memtrackfs.server.turns import TurnLock
 
 log = logging.getLogger(__name__)
 _UCRED = struct.Struct("3i")  # struct ucred { pid_t pid; uid_t uid; gid_t gid; }
-_answering = threading.local()  # .pushes: events deferred while this thread answers a batch
+_answering = threading.local()  # .pushes: events deferred while this thread answers a turn
+
+MAX_QUEUED_BYTES = 16 << 20   # events queued for a peer that does not read: past this, cut off
+OUTBOX_PAUSE = 1 << 20        # ... past this, the peer's own requests wait for it to read
+MAX_REPLY_BYTES = 1 << 20     # replies answered and not yet sent, per connection
+TURN_SECONDS = 0.002          # how long one connection answers while another waits
+MAX_CONNECTIONS = 512
+MAX_CONNECTIONS_PER_UID = 256
+_OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -32,9 +61,8 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     return _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
 
 
-# What is queued for a peer that does not read (a stopped driver or watcher) is capped: past
-# this many bytes, the peer is cut off, as if it had died.
-MAX_QUEUED_BYTES = 64 << 20
+def _too_long() -> bytes:
+    return encode(error_reply(None, KernelError(errno.E2BIG, f"request line longer than {MAX_LINE} bytes: discarded")))
 
 
 class Connection:
@@ -42,9 +70,10 @@ class Connection:
     own (notify events, calls to a driver) is queued and sent by a writer thread, so no other
     thread ever waits for this peer to read."""
 
-    def __init__(self, server: "DriverServer", sock: socket.socket, peer_pid: int) -> None:
+    def __init__(self, server: "DriverServer", sock: socket.socket, peer_pid: int, peer_uid: int) -> None:
         self.server = server
         self.sock = sock
+        self.peer_uid = peer_uid
         self._send_lock = threading.Lock()   # replies and events never interleave on the wire
         self._outbox: deque[bytes] = deque()
         self._outbox_bytes = 0
@@ -65,7 +94,7 @@ class Connection:
         data = encode(message)
         deferred = getattr(_answering, "pushes", None)
         if deferred is not None:
-            deferred.append((self, data))  # queued once the batch is answered (_answer_batch)
+            deferred.append((self, data))  # queued once the turn is over (_answer_turn)
         else:
             self.enqueue(data)
 
@@ -76,6 +105,7 @@ class Connection:
             if self._outbox_bytes + len(data) > MAX_QUEUED_BYTES:
                 log.warning("peer %s reads no events: disconnected", self.session.peer_pid)
                 self._closing = True
+                self._outbox_cond.notify_all()
                 self.sock.shutdown(socket.SHUT_RDWR)  # its reader sees EOF and cleans up
                 return
             self._outbox.append(data)
@@ -83,7 +113,7 @@ class Connection:
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_loop, name="driver-writer", daemon=True)
                 self._writer.start()
-            self._outbox_cond.notify()
+            self._outbox_cond.notify_all()
 
     def _write_loop(self) -> None:
         while True:
@@ -94,47 +124,70 @@ class Connection:
                     return
                 batch = b"".join(self._outbox)
                 self._outbox.clear()
-                self._outbox_bytes = 0
             self.send(batch)
+            with self._outbox_cond:
+                self._outbox_bytes -= len(batch)
+                self._outbox_cond.notify_all()  # a reader waiting in _wait_for_outbox
+
+    def _wait_for_outbox(self) -> None:
+        """Backpressure: while this peer has not read the events it caused, read no more from it."""
+        with self._outbox_cond:
+            while self._outbox_bytes > OUTBOX_PAUSE and not self._closing:
+                self._outbox_cond.wait()
 
     def _stop_writer(self) -> None:
         with self._outbox_cond:
             self._closing = True
             self._outbox.clear()
             self._outbox_bytes = 0
-            self._outbox_cond.notify()
+            self._outbox_cond.notify_all()
 
-    def _answer_batch(self, lines: list[bytes]) -> list[bytes]:
-        """Answer a batch under the server's answer lock; send the events it caused afterwards.
+    def _answer_turn(self, lines: list[Optional[bytes]], start: int) -> tuple[list[bytes], int]:
+        """Answer lines from ``start`` in one turn; return the replies and where to go on.
 
-        One connection at a time answers: two connection threads taking ``Kernel.lock`` request
-        by request under the GIL hand the lock over on every request (a futex convoy: three
-        context switches per request, 4 pipelined clients got half of one client's throughput).
-        Events for watchers are queued after the lock is released.
+        A turn ends when the replies reach ``MAX_REPLY_BYTES`` (they are sent before more is
+        answered), or after ``TURN_SECONDS`` while another connection waits for its turn. One
+        connection answers at a time: two connection threads taking ``Kernel.lock`` request by
+        request under the GIL hand the lock over on every request (a futex convoy: 4 pipelined
+        clients got half of one client's throughput). Events for watchers are queued after the
+        turn.
         """
         pushes: list[tuple[Connection, bytes]] = []
+        replies: list[bytes] = []
+        size = 0
+        turns = self.server.turns
+        index = start
         _answering.pushes = pushes
         try:
-            with self.server.answer_lock:
-                return [self._answer(line) for line in lines]
+            with turns:
+                deadline = time.monotonic() + TURN_SECONDS
+                while index < len(lines) and size < MAX_REPLY_BYTES:
+                    line = lines[index]
+                    index += 1
+                    if line is not None and not line.strip():
+                        continue
+                    reply = self._answer(line) if line is not None else _too_long()
+                    replies.append(reply)
+                    size += len(reply)
+                    if turns.contended and time.monotonic() > deadline:
+                        break
         finally:
             _answering.pushes = None
             for connection, data in pushes:
                 connection.enqueue(data)
+        return replies, index
 
     @contextmanager
     def _waiting(self) -> Iterator[None]:
         """A request of this connection waits for others (settle): they may be answered meanwhile."""
-        self.server.answer_lock.release()
+        self.server.turns.release()
         try:
             yield
         finally:
-            self.server.answer_lock.acquire()
+            self.server.turns.acquire()
 
     def _answer(self, line: bytes) -> bytes:
         request_id = None
-        if len(line) > MAX_LINE:  # whole in one read or not, an over-long line is refused
-            return encode(error_reply(None, KernelError(errno.E2BIG, f"request line longer than {MAX_LINE} bytes: discarded")))
         try:
             request = decode_request(line)
             request_id = request.get("id")
@@ -146,6 +199,8 @@ class Connection:
             reply["id"] = request_id
             reply["ok"] = True
             return encode(reply)
+        except RequestError as exc:
+            return encode(error_reply(exc.request_id, exc))
         except KernelError as exc:
             return encode(error_reply(request_id, exc))
         except Exception as exc:  # a bug must cost one request, not the connection
@@ -153,27 +208,19 @@ class Connection:
             return encode(error_reply(request_id, KernelError(errno.EIO, f"internal error: {exc!r}")))
 
     def serve(self) -> None:
-        pending = b""
-        discarding = False  # inside an over-long line, dropping bytes up to its newline
+        reader = LineReader()
         try:
             while True:
+                self._wait_for_outbox()
                 data = self.sock.recv(1 << 16)
                 if not data:
                     return
-                pending += data
-                lines = pending.split(b"\n")
-                pending = lines.pop()
-                if discarding and lines:
-                    discarding = False
-                    del lines[0]  # the rest of the over-long line
-                replies = self._answer_batch([line for line in lines if line.strip()]) if lines else []
-                if len(pending) > MAX_LINE:
-                    if not discarding:
-                        replies.append(encode(error_reply(None, KernelError(
-                            errno.E2BIG, f"request line longer than {MAX_LINE} bytes: discarded"))))
-                    pending, discarding = b"", True
-                if replies:
-                    self.send(b"".join(replies))
+                lines = reader.feed(data)
+                done = 0
+                while done < len(lines):
+                    replies, done = self._answer_turn(lines, done)
+                    if replies:
+                        self.send(b"".join(replies))
         except OSError:
             return
         finally:
@@ -192,10 +239,12 @@ class DriverServer:
         self.kernel = kernel
         self.path = path
         self.registry = HandleRegistry()
-        self.answer_lock = threading.Lock()  # one connection answers at a time (Connection._answer_batch)
+        self.turns = TurnLock()  # one connection answers at a time (Connection._answer_turn)
         self._connections: set[Connection] = set()
+        self._per_uid: Counter[int] = Counter()
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
+        self._closing = False
 
     def start(self) -> None:
         if len(os.fsencode(self.path)) > 107:
@@ -211,7 +260,7 @@ class DriverServer:
             os.umask(old_umask)
         listener.listen(64)
         self._listener = listener
-        threading.Thread(target=self._accept_loop, name="driver-accept", daemon=True).start()
+        threading.Thread(target=self._accept_loop, args=(listener,), name="driver-accept", daemon=True).start()
 
     def _remove_stale_socket(self) -> None:
         if not os.path.exists(self.path):
@@ -226,29 +275,63 @@ class DriverServer:
         finally:
             probe.close()
 
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
-        while True:
+    def _accept_loop(self, listener: socket.socket) -> None:
+        """Accept until the socket is closed; no error of one connection ends the loop."""
+        backoff = 0.0
+        while not self._closing:
             try:
-                sock, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            pid, uid, _ = peer_credentials(sock)
-            if uid not in (0, os.geteuid()):
-                sock.sendall(encode(error_reply(None, KernelError(
-                    errno.EACCES, "only the socket's owner and root may connect"))))
+                sock, _ = listener.accept()
+            except OSError as exc:
+                if self._closing or exc.errno in (errno.EBADF, errno.EINVAL):
+                    return  # closed
+                if exc.errno in _OUT_OF_FDS:
+                    # Out of descriptors: the peers wait in the backlog until some are closed.
+                    if not backoff:
+                        log.warning("cannot accept connections: %s; retrying", exc.strerror)
+                    backoff = min(1.0, max(0.01, backoff * 2))
+                    time.sleep(backoff)
+                continue  # ECONNABORTED, EPROTO, EINTR...: that peer only
+            backoff = 0.0
+            try:
+                self._admit(sock)
+            except Exception:  # a setup error (a peer gone already, no thread to spare) costs that peer
+                log.exception("could not set up a connection")
                 sock.close()
-                continue
-            connection = Connection(self, sock, pid)
-            with self._lock:
+
+    def _admit(self, sock: socket.socket) -> None:
+        pid, uid, _ = peer_credentials(sock)
+        if uid not in (0, os.geteuid()):
+            _refuse(sock, KernelError(errno.EACCES, "only the socket's owner and root may connect"))
+            return
+        with self._lock:
+            if len(self._connections) >= MAX_CONNECTIONS or self._per_uid[uid] >= MAX_CONNECTIONS_PER_UID:
+                refusal = KernelError(errno.ECONNREFUSED, (
+                    f"too many connections ({len(self._connections)} in all, {self._per_uid[uid]} from uid {uid}; "
+                    f"at most {MAX_CONNECTIONS} and {MAX_CONNECTIONS_PER_UID} per user): close some"))
+                connection = None
+            else:
+                connection = Connection(self, sock, pid, uid)
                 self._connections.add(connection)
+                self._per_uid[uid] += 1
+        if connection is None:
+            _refuse(sock, refusal)
+            return
+        try:
             threading.Thread(target=connection.serve, name=f"driver-{pid}", daemon=True).start()
+        except BaseException:
+            self.forget(connection)
+            raise
 
     def forget(self, connection: Connection) -> None:
         with self._lock:
-            self._connections.discard(connection)
+            if connection in self._connections:
+                self._connections.discard(connection)
+                self._per_uid[connection.peer_uid] -= 1
+                if not self._per_uid[connection.peer_uid]:
+                    del self._per_uid[connection.peer_uid]
 
     def close(self) -> None:
+        self._closing = True
         if self._listener is not None:
             try:
                 self._listener.shutdown(socket.SHUT_RDWR)
@@ -267,3 +350,14 @@ class DriverServer:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+
+def _refuse(sock: socket.socket, refusal: KernelError) -> None:
+    """Tell a peer why it is not served, without waiting for it (it may be gone already)."""
+    try:
+        sock.setblocking(False)
+        sock.send(encode(error_reply(None, refusal)))
+    except OSError:
+        pass
+    finally:
+        sock.close()
