@@ -68,6 +68,8 @@ class MemtrackClient:
         future: Future = Future()
         with self._lock:
             if self._closed is not None:
+                if self._refusal is not None:
+                    raise self._closed
                 raise ConnectionError(errno.ENOTCONN, f"connection to {self.socket_path} is closed: {self._closed}")
             request_id = next(self._ids)
             self._pending[request_id] = future
@@ -80,6 +82,9 @@ class MemtrackClient:
         except OSError as exc:
             with self._lock:
                 self._pending.pop(request_id, None)
+            self._reader.join(1)  # it may have read why the daemon closed the connection
+            if self._refusal is not None and self._closed is not None:
+                raise self._closed from None
             raise ConnectionError(exc.errno, f"memtrackfs daemon went away: {exc.strerror}") from None
         return future
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import resource
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ import psutil
 import pytest
 
 from memtrackfs.mounts import is_stale
+from memtrackfs.server.server import MAX_CONNECTIONS_PER_UID
 from memtrackfs.testing.helpers import (
     Mount,
     memtrackfs,
@@ -314,3 +316,147 @@ def test_sigkill_of_memtrackfs_under_a_driver_and_an_app(tmp_path: Path, seed: i
         app.wait()
         stop_process(driver)
         mount.umount()
+
+
+# -- the socket under pressure: out of descriptors, too many peers, floods -------------------------
+
+def test_the_socket_survives_running_out_of_file_descriptors(memtrackfs_mount: Mount) -> None:
+    """accept() failing with EMFILE must not end the accept loop: the peers beyond the limit wait
+    in the backlog and are served once descriptors are free; the mount answers all along."""
+    mount = memtrackfs_mount
+    pid = daemon_pid(mount)
+    daemon = psutil.Process(pid)
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    limit = daemon.num_fds() + 2
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, hard))
+    peers = []
+    try:
+        for _ in range(6):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(mount.socket))
+            s.sendall(b'{"id": 1, "op": "roots"}\n')
+            peers.append(s)
+        wait_for(lambda: daemon.num_fds() >= limit, what="the daemon to reach its fd limit")
+        answered = []
+        for s in peers:
+            s.settimeout(5 if not answered else 0.3)
+            try:
+                answered.append(s.recv(4096))
+            except socket.timeout:
+                break
+        assert 1 <= len(answered) < len(peers), answered  # the others wait: accept() fails with EMFILE
+        assert mount.read("proc/rk_dmabuf/size") == b"Total: 0 KiB\n"
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+    for s in peers[len(answered):]:
+        s.settimeout(10)
+        answered.append(s.recv(4096))
+    assert answered == [b'{"roots":[],"id":1,"ok":true}\n'] * len(peers)
+    for s in peers:
+        s.close()
+    with mount.client() as c:
+        assert c.call("roots", timeout=10)["roots"] == []
+
+
+def test_connections_are_capped_per_user_with_a_clear_refusal(memtrackfs_mount: Mount) -> None:
+    mount = memtrackfs_mount
+    peers = []
+    try:
+        for _ in range(MAX_CONNECTIONS_PER_UID):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(mount.socket))
+            peers.append(s)
+        # Each one is served (the last one too, so all have been accepted).
+        peers[-1].sendall(b'{"id": 1, "op": "roots"}\n')
+        peers[-1].settimeout(10)
+        assert peers[-1].recv(4096).endswith(b'"ok":true}\n')
+        with pytest.raises(ConnectionError) as refused:
+            mount.client()
+        assert refused.value.errno == errno.ECONNREFUSED
+        assert f"too many connections ({MAX_CONNECTIONS_PER_UID} in all, {MAX_CONNECTIONS_PER_UID} from uid 0" \
+            in str(refused.value)
+        assert mount.read("proc/rk_dmabuf/size") == b"Total: 0 KiB\n"  # FUSE does not care
+        peers.pop().close()
+        with mount.client() as c:
+            wait_for(lambda: c.call("roots") is not None, what="a connection once one is free")
+    finally:
+        for s in peers:
+            s.close()
+
+
+def _roots_flood(mount: Mount, roots: int, name_length: int) -> None:
+    with mount.client() as c:
+        for i in range(roots):
+            c.call("root", name=f"{i:04d}".ljust(name_length, "x"))
+
+
+def test_a_client_that_never_reads_its_replies_pins_little(memtrackfs_mount: Mount) -> None:
+    """Pipelined requests with large replies from a peer that reads nothing: the daemon stops
+    reading from it once its unsent replies reach the bound, instead of answering everything."""
+    mount = memtrackfs_mount
+    _roots_flood(mount, 300, 200)  # each `roots` reply: about 70 KB
+    daemon = psutil.Process(daemon_pid(mount))
+    rss = daemon.memory_info().rss
+    flood = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    flood.connect(str(mount.socket))
+    flood.setblocking(False)
+    sent = 0
+    try:
+        request = b'{"id": 7, "op": "roots"}\n'
+        try:
+            for _ in range(20_000):
+                flood.send(request)
+                sent += 1
+        except BlockingIOError:
+            pass  # the daemon has stopped reading from it
+        with mount.client() as c:
+            assert len(c.call("roots", timeout=10)["roots"]) == 300  # others are served
+        grown = daemon.memory_info().rss - rss
+        assert grown < 48 << 20, f"{sent} pipelined requests never read pinned {grown >> 20} MiB"
+    finally:
+        flood.close()
+
+
+FLOODER = r"""
+import socket, sys, threading, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+count = int(sys.argv[2])
+print("ready", flush=True)
+sys.stdin.readline()
+threading.Thread(target=lambda: s.sendall(b'{"id": 7, "op": "heaps"}\n' * count), daemon=True).start()
+replies = s.recv(1 << 20).count(b"\n")
+print("flooding", flush=True)  # the daemon is answering the batch
+while replies < count:
+    replies += s.recv(1 << 20).count(b"\n")
+print(time.monotonic(), flush=True)
+"""
+
+
+def test_a_flooding_client_does_not_hold_up_another(memtrackfs_mount: Mount) -> None:
+    """While one client pipelines a large batch of heavy requests (`heaps` with a fragmented CMA
+    heap: every free range is listed), another client's request-reply exchanges are served in
+    between (turns), not after the whole batch."""
+    mount = memtrackfs_mount
+    with mount.client() as setup:
+        buffers = [setup.call("heap_alloc", heap="cma", bytes=4096)["buffer"] for _ in range(4000)]
+        for buffer in buffers[::2]:
+            setup.call("put", buffer=buffer)
+        assert [h["free_ranges"] for h in setup.call("heaps")["heaps"] if h["name"] == "cma"][0] > 2000
+        flooder = subprocess.Popen([sys.executable, "-c", FLOODER, str(mount.socket), "8000"],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            with mount.client() as c:
+                root = c.call("root", name="other")["node"]
+                assert flooder.stdout.readline() == "ready\n"
+                flooder.stdin.write("go\n")
+                flooder.stdin.flush()
+                assert flooder.stdout.readline() == "flooding\n"
+                for _ in range(30):
+                    c.call("add", node=root, bytes=1, timeout=60)
+                served = time.monotonic()
+                flood_done = float(flooder.stdout.readline())
+            assert served < flood_done, f"the other client was served {served - flood_done:.2f} s after the flood ended"
+        finally:
+            flooder.kill()
+            flooder.wait()
