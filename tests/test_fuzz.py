@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import base64
 import errno
+import fcntl
 import json
 import math
 import os
 import random
 import socket
 import stat
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from typing import Any, Callable, Iterator, Optional
 
+import psutil
 import pytest
 
 from memtrackfs.client import MemtrackClient
@@ -173,6 +177,10 @@ class Generator:
         # 5000 digits are over Python's int limit (not JSON); 0x10 is not JSON at all.
         if number in (b"1" * 5000, b"0x10"):
             return line, {"EBADMSG"}, NO_ID
+        if number != b"-0.0" and self.rng.random() < 0.4:
+            # In the id itself (or inside it): JSON cannot echo it, so the reply's id is null.
+            request_id = self.rng.choice([number, b"[1, %s]" % number, b'{"n": %s}' % number])
+            return b'{"id": %s, "op": "roots"}' % request_id, {"EINVAL"}, NO_ID
         return line, {"EINVAL"}, 3
 
     # requests
@@ -638,3 +646,48 @@ def test_random_bytes_written_to_every_file(board: Board) -> None:
     before["buffers"].pop("peak")
     for key in before:
         assert after[key] == before[key], key
+
+
+def test_a_line_dribbled_in_small_pieces_costs_linear_time(board: Board) -> None:
+    """A request line sent 16 bytes at a time (each piece received on its own) must cost the
+    daemon the same per piece whether the line is 256 KiB or 1 MiB long (joining the pieces
+    again at every piece made it quadratic: a core for 4 such clients). A ratio of CPU time
+    within one run, not a speed figure."""
+    daemon = psutil.Process(board.setup.server["pid"])
+
+    def cpu_per_piece(length: int) -> float:
+        line = (b'{"id": 1, "op": "roots", "pad": "' + b"p" * length)[:length - 2] + b'"}'
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(board.mount.socket))
+            before = sum(daemon.cpu_times()[:2])
+            for i in range(0, len(line), 16):
+                s.send(line[i:i + 16])
+                while struct.unpack("i", fcntl.ioctl(s, termios.TIOCOUTQ, b"\0" * 4))[0]:
+                    pass  # until the daemon has read the piece: each piece is one recv()
+            s.send(b"\n")
+            s.settimeout(120)
+            assert s.recv(4096).startswith(b'{"roots":[')
+            return (sum(daemon.cpu_times()[:2]) - before) / (len(line) // 16)
+
+    small, large = cpu_per_piece(1 << 18), cpu_per_piece((1 << 20) - 64)
+    assert large < 2.5 * small, f"CPU per piece: {small * 1e6:.1f} us at 256 KiB, {large * 1e6:.1f} us at 1 MiB"
+
+
+def test_nan_and_infinity_are_refused_never_echoed(board: Board) -> None:
+    """JSON has no NaN or Infinity (Python's json reads them): a reply echoing one would not be JSON."""
+    lines = [b'{"id": NaN, "op": "roots"}', b'{"id": [Infinity], "op": "roots"}', b'{"id": 1e999, "op": "roots"}',
+             b'{"id": 4, "op": "read", "node": %d, "x": -Infinity}' % board.inst, b'{"id": 5, "op": "roots"}']
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(board.mount.socket))
+        s.sendall(b"\n".join(lines) + b"\n")
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+
+    def strict(constant: str) -> None:
+        raise AssertionError(f"the reply holds {constant}, which is not JSON")
+
+    replies = [json.loads(line, parse_constant=strict) for line in data.splitlines()]
+    assert [(r["id"], r.get("errno")) for r in replies] == [(None, "EINVAL"), (None, "EINVAL"), (None, "EINVAL"),
+                                                           (4, "EINVAL"), (5, None)], replies

@@ -1,6 +1,7 @@
 """The driver socket: requests, errors that change nothing, context, ownership, notifications."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pwd
@@ -13,7 +14,10 @@ import time
 import pytest
 
 from memtrackfs.client import MemtrackClient, MemtrackError
-from memtrackfs.testing.helpers import Mount
+from memtrackfs.kernel import Kernel
+from memtrackfs.server import server as server_module
+from memtrackfs.server.server import DriverServer
+from memtrackfs.testing.helpers import Mount, wait_for
 
 TREE = "sys/kernel/debug/v4l2-memtrack"
 
@@ -176,3 +180,34 @@ def test_dead_daemon_gives_a_clear_connection_error(tmp_path) -> None:
     with pytest.raises(ConnectionError) as err:
         MemtrackClient(str(tmp_path / "nothing.sock"))
     assert "is the mount running?" in str(err.value)
+
+
+def test_connections_are_capped_in_all(tmp_path, monkeypatch) -> None:
+    """The total cap, on a socket server in this process (every peer here is one user, so the
+    per-user cap, tested on a mount in test_faults.py, would come first)."""
+    monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 3)
+    kernel = Kernel()
+    path = str(tmp_path / "capped.sock")
+    server = DriverServer(kernel, path)
+    server.start()
+    clients = []
+    try:
+        clients = [MemtrackClient(path) for _ in range(3)]
+        with pytest.raises(ConnectionError) as refused:
+            MemtrackClient(path)
+        assert refused.value.errno == errno.ECONNREFUSED and "(3 in all, 3 from uid" in str(refused.value)
+        clients.pop().close()
+
+        def connected() -> bool:  # once its thread has noticed the close, the slot is free
+            try:
+                clients.append(MemtrackClient(path))
+            except ConnectionError:
+                return False
+            return True
+
+        wait_for(connected, timeout=5, what="a closed connection's slot to be free again")
+    finally:
+        for client in clients:
+            client.close()
+        server.close()
+        kernel.shutdown()
