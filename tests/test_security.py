@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -283,3 +284,25 @@ def test_a_log_message_cannot_break_the_kernel_log(memtrackfs_mount: Mount) -> N
     messages = [line.split(";", 1)[1] for line in mount.kmsg()]
     assert messages[-2 - taken] == "before" and messages[-1] == "after", messages
     assert all(m.isascii() and m.isprintable() for m in messages), messages
+
+
+
+def test_a_refused_peer_that_left_already_does_not_stop_the_socket(world_dir: Path) -> None:
+    """The daemon refuses another user's connection with a reply; when that peer has gone before
+    the reply is written (EPIPE), the socket must keep accepting everyone else."""
+    mount = start_mount(world_dir)
+    try:
+        mount.socket.chmod(0o666)
+        with mount.client() as c:
+            pid = int(c.server["pid"])
+        os.kill(pid, signal.SIGSTOP)  # so that the intruder is gone when its connection is accepted
+        try:
+            gone = as_nobody(sys.executable, "-c", "import socket, sys; socket.socket(socket.AF_UNIX)"
+                                                   ".connect(sys.argv[1])", str(mount.socket))
+            assert gone.returncode == 0, gone.stderr
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        with mount.client() as c:
+            assert c.call("roots", timeout=10)["roots"] == []
+    finally:
+        mount.umount()
