@@ -1,6 +1,7 @@
 """Device nodes served by a driver over the socket: forwarding, caller context, user memory, faults."""
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
@@ -160,3 +161,88 @@ def test_ioctl_on_an_ordinary_file_is_enotty_and_bad_registrations_are_refused(m
         with pytest.raises(OSError) as refused:
             c.call("complete", call=12345)
         assert refused.value.errno_name == "ENOENT"
+
+
+# Every errno name the protocol accepts as a result. The driver below answers each call of one
+# kind (argv: socket, kind, file) with the name written in that file; every other call with 0.
+# (It reads the name at each call: the VFS calls open again after ECHILD or ESTALE, as on a board.)
+ERRNO_NAMES = sorted(name for name in dir(errno) if name.startswith("E") and isinstance(getattr(errno, name), int))
+ERRNO_DRIVER = r"""
+import sys, threading, time
+from memtrackfs.client import MemtrackClient
+kind, answer = sys.argv[2], sys.argv[3]
+def complete(ev, result):
+    client.call("complete", call=ev["call"], result=result)
+    if ev["event"] == "release":
+        print("released", result, flush=True)  # close() returns before the release is done
+def on_event(ev):
+    if "call" in ev:
+        result = open(answer).read() if ev["event"] == kind else 0
+        threading.Thread(target=complete, args=(ev, result)).start()
+client = MemtrackClient(sys.argv[1], client="errnos", on_event=on_event)
+client.call("register_device", name="video7")
+print("ready", flush=True)
+time.sleep(600)
+"""
+# open(2) and ioctl(2) through libc: os.open would retry an EINTR answer by itself.
+LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _libc_open(path: Path) -> tuple[int, int]:
+    fd = LIBC.open(str(path).encode(), os.O_RDWR)
+    return fd, (ctypes.get_errno() if fd < 0 else 0)
+
+
+def _mount_still_works(mount: Mount) -> None:
+    """What ENOSYS on open poisons: every other file of the mount (reads empty, EBADF)."""
+    assert mount.read("proc/rk_dmabuf/size") == b"Total: 0 KiB\n"
+    with open(mount / "proc/rk_dmabuf/peak", "w") as f:
+        f.write("0\n")
+    assert len(mount.kmsg()) > 0
+
+
+@pytest.mark.parametrize("kind", ["open", "ioctl", "release"])
+def test_no_errno_a_driver_answers_affects_more_than_its_own_call(short_timeout_mount: Mount, kind: str,
+                                                                  tmp_path: Path) -> None:
+    """FUSE gives some errnos a meaning for the whole mount (ENOSYS on open: "this filesystem has
+    no open", after which every file of it reads empty). Whatever name a driver answers, only its
+    own call fails: with that errno, or (ENOSYS) ENOTTY for an ioctl and EIO otherwise, and the
+    kernel log names the driver."""
+    mount = short_timeout_mount
+    answer = tmp_path / "answer"
+    answer.write_text("")
+    driver = subprocess.Popen([sys.executable, "-c", ERRNO_DRIVER, str(mount.socket), kind, str(answer)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert driver.stdout.readline() == "ready\n"
+        node = mount / "dev/video7"
+        fd = -1
+        if kind == "ioctl":
+            fd, err = _libc_open(node)
+            assert err == 0
+        for name in ERRNO_NAMES:
+            answer.write_text(name)
+            expected = getattr(errno, name)
+            if expected == errno.ENOSYS:
+                expected = errno.ENOTTY if kind == "ioctl" else errno.EIO
+            if kind == "open":
+                opened, err = _libc_open(node)
+                if opened >= 0:
+                    os.close(opened)
+                assert opened < 0 and err == expected, (name, opened, errno.errorcode.get(err))
+            elif kind == "ioctl":
+                ret = LIBC.ioctl(fd, 0x40045602, ctypes.create_string_buffer(4))
+                err = ctypes.get_errno() if ret < 0 else 0
+                assert ret < 0 and err == expected, (name, ret, errno.errorcode.get(err))
+            else:
+                opened, err = _libc_open(node)
+                assert err == 0 and LIBC.close(opened) == 0, name
+                assert driver.stdout.readline() == f"released {name}\n"
+            _mount_still_works(mount)
+        if fd >= 0:
+            os.close(fd)
+        warnings = [r for r in mount.kmsg() if "driver errnos answered" in r]
+        assert len(warnings) == 1 and f"answered {kind} with ENOSYS" in warnings[0], warnings
+    finally:
+        driver.kill()
+        driver.wait()

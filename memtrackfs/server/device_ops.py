@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from memtrackfs.errors import KernelError
 from memtrackfs.model.buffer_memory import MAPPABLE_SIZE, check_regions
+from memtrackfs.model.kmsg import LEVEL_WARNING
 from memtrackfs.server import fields
 from memtrackfs.server.driver_endpoint import DriverEndpoint
 from memtrackfs.server.session import Session
@@ -74,11 +75,36 @@ def _user_writes(request: dict[str, Any]) -> list[tuple[int, bytes]]:
     return checked
 
 
+# Errnos that FUSE takes, whatever the file, for "this filesystem lacks the operation" and then
+# never asks again for the whole mount (fs/fuse: ENOSYS on open sets fc->no_open, on flush
+# no_flush, on poll no_poll, ...; docs/spec/fuse-errnos.md). One driver's answer for one of its
+# files must never say that: the caller gets what the kernel itself makes of it for ioctls
+# (ENOTTY), else EIO, and the kernel log says which driver misbehaved.
+_CONNECTION_WIDE = {errno.ENOSYS}
+
+
+def _fuse_safe(session: Session, endpoint: DriverEndpoint, event: dict[str, Any], result: Any) -> Any:
+    if not result or getattr(errno, result) not in _CONNECTION_WIDE:
+        return result
+    kind = event["event"]
+    instead = "ENOTTY" if kind == "ioctl" else "EIO"
+    if (kind, result) not in endpoint.warned:
+        endpoint.warned.add((kind, result))
+        with session.kernel.transaction() as k:
+            k.log.emit(LEVEL_WARNING, f"memtrackfs: dev/{event.get('device')}: driver {endpoint.name} answered "
+                                      f"{kind} with {result}, which FUSE would take as 'no {kind} on this mount': "
+                                      f"{instead} instead")
+    return instead
+
+
 def op_complete(session: Session, request: dict[str, Any]) -> Reply:
     """The driver's answer to an open/ioctl/release: ``result`` 0 or an errno name, ``out`` bytes;
     ``user``: copy_to_user writes done in the caller before it is answered (a failing one makes
     the call EFAULT, as in the kernel); ``mappable``, when its buffers changed: the file's mmap
-    regions from now on."""
+    regions from now on.
+
+    ``late`` in the reply: its caller had given up waiting (ETIMEDOUT): its user writes are not
+    done, and for an open the file is released at once (a ``release`` event follows)."""
     result = request.get("result", 0)
     if result != 0 and not (isinstance(result, str) and isinstance(getattr(errno, result, None), int)):
         raise KernelError(errno.EINVAL, f"result must be 0 or an errno name like 'EINVAL', got {result!r}")
@@ -91,16 +117,21 @@ def op_complete(session: Session, request: dict[str, Any]) -> Reply:
         mappable = check_regions(mappable)
     endpoint = _endpoint(session)
     call_id = _call_id(request)
+    result = _fuse_safe(session, endpoint, endpoint.event_of(call_id), result)
     if writes:
-        pid = endpoint.caller_pid(call_id)
+        try:
+            pid = endpoint.caller_pid(call_id)
+        except KernelError:
+            writes = []  # its caller is gone: nothing to write to
         try:
             for addr, data in writes:
                 copy_to_user(pid, addr, data)
         except KernelError:
             result, out = "EFAULT", b""
     revents = fields.integer(request, "revents", 0, 0xFFFF, 0)
-    endpoint.complete(call_id, {"result": result, "out": out, "mappable": mappable, "revents": revents})
-    return {}
+    if endpoint.complete(call_id, {"result": result, "out": out, "mappable": mappable, "revents": revents}):
+        return {}
+    return {"late": True}
 
 
 def op_wake(session: Session, request: dict[str, Any]) -> Reply:
