@@ -118,6 +118,37 @@ def test_a_stopped_driver_fails_a_streaming_apps_ioctls_in_bounded_time(stoppabl
     assert done.returncode == 0 and " frames" in done.stdout, done.stderr
 
 
+def test_opens_that_timed_out_while_the_driver_was_stopped_leave_no_instance(stoppable_board) -> None:
+    """Opens queued for a stopped driver fail with ETIMEDOUT; when it runs again it serves them and
+    makes instances nobody will close. Each late success is released at once, so the instances
+    (8 per decoder core: they would all be used up) are freed."""
+    mount, driver = stoppable_board
+    failures: list[int] = []
+
+    def open_decoder() -> None:
+        try:
+            os.close(os.open(mount / "dev/video0", os.O_RDWR))
+        except OSError as exc:
+            failures.append(exc.errno)
+
+    os.kill(driver.pid, signal.SIGSTOP)
+    try:
+        openers = [threading.Thread(target=open_decoder) for _ in range(10)]
+        for opener in openers:
+            opener.start()
+        for opener in openers:
+            opener.join(3 * BOUND)
+        assert failures == [errno.ETIMEDOUT] * 10, failures
+    finally:
+        os.kill(driver.pid, signal.SIGCONT)
+    # The driver now opens (and logs) them all, and each is released as soon as it answers.
+    wait_for(lambda: "instance" not in mount.tree(), timeout=15, what="the instances of timed-out opens to go")
+    assert mount.tree().count("[leaf]") == mount.tree().count("fw [leaf]") + mount.tree().count("rpc [leaf]")
+    done = subprocess.run([sys.executable, "-m", "vpu_sim", "play", "--mount", str(mount.path), "--seconds", "0.5"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and " frames" in done.stdout, done.stderr
+
+
 # Callers with large ioctl arguments (16000 bytes each way: _IOWR('V', 200, 16000)), 4 threads
 # each calling 4 times, printing how long each call took. ctypes' ioctl() lets the threads call at
 # once (fcntl.ioctl holds the GIL through the call when its buffer is over 1 KiB).

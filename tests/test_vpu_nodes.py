@@ -281,3 +281,32 @@ def test_buffers_map_shared_and_keep_what_is_written(vpu: Mount) -> None:
         assert again[4096:4100] == b"abcd"
         again.close()
         assert (vpu / DECODER).stat().st_size == 1 << 40  # every mmap offset lies inside the file
+
+
+def test_a_driver_bug_answers_the_call_with_eio_and_a_kernel_log_line(tmp_path: Path, monkeypatch) -> None:
+    """An exception other than OSError in the driver (a bug, injected here) must still answer the
+    call: EIO at once, with the bug in the kernel log, not the app waiting for --driver-timeout."""
+    from vpu_sim.driver.daemon import VpuDaemon
+    from vpu_sim.driver.ioctls import VideoFile
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(VideoFile, "ioctl", broken)
+    mount = start_mount(tmp_path, "--driver-timeout", "30")
+    daemon = None
+    try:
+        daemon = VpuDaemon(str(mount.socket))  # served by its client's threads, here in the test
+        fd = os.open(mount / DECODER, os.O_RDWR)
+        try:
+            with pytest.raises(OSError) as failed:
+                fcntl.ioctl(fd, uapi.VIDIOC_QUERYCAP, bytearray(ctypes.sizeof(uapi.v4l2_capability)))
+            assert failed.value.errno == errno.EIO
+        finally:
+            os.close(fd)
+        bugs = [r for r in mount.kmsg() if "vpu_sim: BUG: ioctl of dev/video0 failed" in r]
+        assert bugs and "ZeroDivisionError('division by zero')" in bugs[0] and bugs[0].startswith("3,"), bugs
+    finally:
+        if daemon is not None:
+            daemon.shutdown()
+        mount.umount()
