@@ -325,3 +325,25 @@ def test_dynamic_debug_gates_the_leak_report(mount: Mount) -> None:
     assert debug == ["v4l2-memtrack: Memory Tracker: loud",
                      "v4l2-memtrack:   instance: usage=4096 bytes, count=0",
                      "v4l2-memtrack:     udata [leaf]: usage=4096 bytes, count=1"]
+
+
+def test_a_long_write_to_dynamic_debug_control_is_e2big_and_changes_nothing(mount: Mount) -> None:
+    """ddebug_proc_write() refuses 4096 bytes or more with E2BIG (and a warning in the kernel log).
+    FUSE hands such a write over in pieces (128 KiB each): none of them may be applied."""
+    query = b"file v4l2-memtrack.c +p\n"
+    for size in (4096, 200 << 10):
+        fd = os.open(mount / CONTROL, os.O_WRONLY)
+        try:
+            with pytest.raises(OSError) as refused:
+                os.write(fd, (query * (size // len(query) + 1))[:size])
+            assert refused.value.errno == errno.E2BIG
+        finally:
+            os.close(fd)
+        assert " =p " not in mount.read(CONTROL).decode(), size
+    assert [r for r in mount.kmsg() if r.endswith(";dyndbg: expected <4096 bytes into control")][0].startswith("4,")
+    fd = os.open(mount / CONTROL, os.O_WRONLY)
+    try:
+        assert os.write(fd, (b" " * 4095 + query)[-4095:]) == 4095  # the longest write it takes
+    finally:
+        os.close(fd)
+    assert mount.read(CONTROL).decode().count(" =p ") == 2

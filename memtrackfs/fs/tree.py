@@ -166,7 +166,7 @@ def build_tree(kernel: Kernel) -> Directory:
         debug["v4l2-memtrack"] = Directory(mode=0o755, lookup=memtrack_lookup, names=lambda: list(tracker.roots))
         debug["dynamic_debug"] = Directory({
             "control": GeneratedFile(lambda: render_dynamic_debug_control(log.sites),
-                                     lambda data: apply_dynamic_debug_query(log.sites, data)),
+                                     lambda data: apply_dynamic_debug_query(log, data)),
         }, mode=0o755)
     debug["dma_buf"] = Directory({"bufinfo": GeneratedFile(lambda: render_dma_buf_bufinfo(kernel.dmabufs))},
                                  mode=0o755)

@@ -5,9 +5,10 @@ import errno
 import os
 
 from memtrackfs.errors import KernelError
-from memtrackfs.model.kmsg import DebugSite
+from memtrackfs.model.kmsg import LEVEL_WARNING, DebugSite, KernelLog
 
 _HEADER = "# filename:lineno [module]function flags format\n"
+USER_BUF_PAGE = 4096
 _ESCAPES = {"\t": "\\t", "\r": "\\r", "\n": "\\n", '"': '\\"'}
 
 
@@ -29,12 +30,18 @@ def _matches(site: DebugSite, keyword: str, value: str) -> bool:
     return value == site.function  # keyword == "func"
 
 
-def apply_dynamic_debug_query(sites: list[DebugSite], data: bytes) -> None:
+def apply_dynamic_debug_query(log: KernelLog, data: bytes) -> None:
     """``KEYWORD VALUE [KEYWORD VALUE...] +p|-p|=p|=_`` for the sites listed; anything else EINVAL.
 
     Several queries may be separated by ';' or newlines, as the kernel accepts. Every query is
-    checked before any is applied, so a bad write changes nothing.
+    checked before any is applied, so a bad write changes nothing. As ddebug_proc_write(), a
+    write of USER_BUF_PAGE (4096) bytes or more is E2BIG, and says so in the kernel log: FUSE
+    hands a long write over in pieces, and none of them may be applied.
     """
+    if len(data) > USER_BUF_PAGE - 1:
+        log.emit(LEVEL_WARNING, f"dyndbg: expected <{USER_BUF_PAGE} bytes into control")
+        raise KernelError(errno.E2BIG, f"a dynamic_debug/control write takes less than {USER_BUF_PAGE} bytes")
+    sites = log.sites
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:
