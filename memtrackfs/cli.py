@@ -16,6 +16,7 @@ from memtrackfs.sandbox.command import SETUP_FAILED, RunError
 from memtrackfs.tools.trace import TraceError
 
 DEMO = "/tmp/memtrackfs"
+MAX_SECONDS = 86400
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,8 +37,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="the driver socket (default: <runtime dir>/<MNT with / as ->.sock, "
                             "/run/memtrackfs for root)")
     mount.add_argument("--allow-other", action="store_true", help="let other users see the mount")
-    mount.add_argument("--driver-timeout", type=float, default=5.0, metavar="S",
-                       help="how long a device-node call waits for its driver (default: 5)")
+    mount.add_argument("--driver-timeout", type=_seconds, default=5.0, metavar="S",
+                       help="how long a device-node call waits for its driver (default: 5, at most a day)")
     _add_board_options(mount)
     _add_heap_option(mount)
 
@@ -100,8 +101,8 @@ def _parser() -> argparse.ArgumentParser:
         "size and peak, until the duration passes or Ctrl-C.",
         [f"memtrackfs record --mount {DEMO} --interval 0.5 --duration 30 --out usage.jsonl"])
     record.add_argument("--mount", **where)
-    record.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between samples (default: 1)")
-    record.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: at Ctrl-C)")
+    record.add_argument("--interval", type=_seconds, default=1.0, metavar="S", help="seconds between samples (default: 1)")
+    record.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds (default: at Ctrl-C)")
     record.add_argument("--out", required=True, metavar="FILE", help="the JSON-lines file to write")
     metrics = subcommand(
         sub, "metrics", "every figure of the files in the Prometheus text format, or served over HTTP",
@@ -167,6 +168,17 @@ def _add_board_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bsp", choices=("5.10", "6.1"), default=None,
                         help="rk3588 only: the BSP kernel whose /proc/mpp_service files to show (default 5.10, "
                              "the Rockchip DMABUF guide's)")
+
+
+def _seconds(text: str) -> float:
+    """A duration option: a number of seconds > 0 and at most a day (not nan, inf or negative)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= MAX_SECONDS:  # NaN compares false too
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds > 0 and at most {MAX_SECONDS} (a day)")
+    return value
 
 
 def _add_heap_option(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
-from memtrackfs.mounts import find_mount, is_stale
+from memtrackfs.mounts import find_mount, is_stale, read_mounts
 from memtrackfs.testing.helpers import Mount, memtrackfs, start_mount
 
 
@@ -125,3 +125,20 @@ def test_fusepy_301_runs_the_same_code(tmp_path: Path) -> None:
         assert mount.read("sys/kernel/debug/dynamic_debug/control").count(b" =p ") == 2
     finally:
         mount.umount()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0", "1e9", "soon"])
+def test_durations_must_be_seconds_a_user_could_mean(tmp_path: Path, value: str) -> None:
+    """--driver-timeout (and record's --interval/--duration): nan, inf, negatives, zero and more
+    than a day are refused as bad usage, before anything is mounted."""
+    try:
+        for args in (["mount", str(tmp_path / "mnt"), "--driver-timeout", value],
+                     ["record", "--out", str(tmp_path / "r.json"), "--interval", value],
+                     ["record", "--out", str(tmp_path / "r.json"), "--duration", value]):
+            done = memtrackfs(*args, check=False)
+            assert done.returncode == 2 and b"seconds" in done.stderr, (args, done.stderr)
+            assert b"Traceback" not in done.stderr
+    finally:
+        for entry in read_mounts():
+            if entry.mountpoint.startswith(str(tmp_path)):
+                memtrackfs("umount", entry.mountpoint, check=False)
