@@ -347,3 +347,40 @@ def test_a_long_write_to_dynamic_debug_control_is_e2big_and_changes_nothing(moun
     finally:
         os.close(fd)
     assert mount.read(CONTROL).decode().count(" =p ") == 2
+
+
+# What coreutils say for each change of the tree, under procfs (a missing name fails its lookup:
+# ENOENT) and under sysfs/debugfs (no such operation: create EACCES, the others EPERM).
+CHANGES = [
+    (["touch", "{dir}/new"], "No such file or directory", "Permission denied"),
+    (["mkdir", "{dir}/new"], "No such file or directory", "Operation not permitted"),
+    (["ln", "-s", "x", "{dir}/new"], "No such file or directory", "Operation not permitted"),
+    (["mknod", "{dir}/new", "p"], "No such file or directory", "Operation not permitted"),
+    (["ln", "{file}", "{dir}/new"], "No such file or directory", "Operation not permitted"),
+    (["mv", "{file}", "{dir}/new"], "No such file or directory", "Operation not permitted"),
+    (["rm", "-f", "{file}"], "Operation not permitted", "Operation not permitted"),
+    (["rmdir", "{dir}"], "Operation not permitted", "Operation not permitted"),
+    (["chmod", "600", "{file}"], "Operation not permitted", "Operation not permitted"),
+]
+
+
+def test_changing_the_tree_fails_as_procfs_and_debugfs_fail(mount: Mount) -> None:
+    """Not "Function not implemented" (FUSE's default), which no kernel filesystem answers."""
+    places = {"proc": (mount / "proc/rk_dmabuf", mount / "proc/rk_dmabuf/size"),
+              "debugfs": (mount / "sys/kernel/debug/dma_buf", mount / "sys/kernel/debug/dma_buf/bufinfo")}
+    before = {path: mount.read(path) for path in ("proc/rk_dmabuf/size", "sys/kernel/debug/dma_buf/bufinfo")}
+    for command, in_proc, in_debugfs in CHANGES:
+        for place, expected in (("proc", in_proc), ("debugfs", in_debugfs)):
+            directory, file = places[place]
+            argv = [part.format(dir=directory, file=file) for part in command]
+            done = subprocess.run(argv, capture_output=True, text=True)
+            assert done.returncode != 0 and done.stderr.rstrip().endswith(expected), (argv, done.stderr)
+    # The host's own procfs answers the same for a name it does not have.
+    for command, in_proc, _ in CHANGES[:4]:
+        host = subprocess.run([part.format(dir="/proc", file="/proc/version") for part in command],
+                              capture_output=True, text=True)
+        assert host.stderr.rstrip().endswith(in_proc), (command, host.stderr)
+    # touch of an existing file succeeds, as on procfs; nothing changed.
+    subprocess.run(["touch", str(mount / "proc/rk_dmabuf/size")], check=True)
+    assert {path: mount.read(path) for path in before} == before
+    assert sorted(os.listdir(mount / "proc/rk_dmabuf")) == ["dev", "peak", "sgt", "size"]

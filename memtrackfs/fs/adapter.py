@@ -14,7 +14,7 @@ import itertools
 import os
 import stat
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 from memtrackfs.fs.context import caller, fuse
 from memtrackfs.fs.entries import DeviceFile, Directory, Entry, File, IoctlFailed, KmsgFile, OpenFile, Symlink
@@ -227,6 +227,53 @@ class MemtrackOperations(fuse.Operations):
     def _wake_device_file(self, fh: int) -> None:
         """A driver says its open file ``fh`` may answer poll differently now."""
         self.poll_handles.wake(lambda armed: armed == fh)
+
+    # -- what the mount refuses, as procfs, sysfs and debugfs refuse it --------------------------
+    # Without these, libfuse answers ENOSYS ("Function not implemented"), which no kernel
+    # filesystem says. procfs fails the lookup of a missing name (ENOENT) before any create,
+    # mkdir, symlink, link or mknod is tried; sysfs and debugfs find no such name and have no such
+    # operation: create is EACCES, the others EPERM (vfs_create, vfs_mkdir, ... in fs/namei.c).
+
+    @staticmethod
+    def _refuse_new(path: str, otherwise: int) -> NoReturn:
+        parts = path.split("/")
+        raise fuse.FuseOSError(errno.ENOENT if len(parts) > 2 and parts[1] == "proc" else otherwise)
+
+    def create(self, path: str, mode: int, fi: Any = None) -> NoReturn:
+        self._refuse_new(path, errno.EACCES)
+
+    def mkdir(self, path: str, mode: int) -> NoReturn:
+        self._refuse_new(path, errno.EPERM)
+
+    def mknod(self, path: str, mode: int, dev: int) -> NoReturn:
+        self._refuse_new(path, errno.EPERM)
+
+    def symlink(self, target: str, source: str) -> NoReturn:
+        self._refuse_new(target, errno.EPERM)
+
+    def link(self, target: str, source: str) -> NoReturn:
+        self._refuse_new(target, errno.EPERM)
+
+    def rename(self, old: str, new: str) -> NoReturn:
+        self._refuse_new(new, errno.EPERM)
+
+    def unlink(self, path: str) -> NoReturn:
+        raise fuse.FuseOSError(errno.EPERM)
+
+    def rmdir(self, path: str) -> NoReturn:
+        raise fuse.FuseOSError(errno.EPERM)
+
+    def chmod(self, path: str, mode: int) -> NoReturn:
+        # The kernel's files take a mode change from root; these keep their modes (README).
+        raise fuse.FuseOSError(errno.EPERM)
+
+    def chown(self, path: str, uid: int, gid: int) -> NoReturn:
+        raise fuse.FuseOSError(errno.EPERM)
+
+    def utimens(self, path: str, times: Any = None) -> int:
+        # `touch` of an existing file succeeds, as on procfs; the times shown stay the mount's.
+        self._resolve(path)
+        return 0
 
     def release(self, path: str, fi: Any) -> int:
         self.poll_handles.forget(fi.fh)
