@@ -299,6 +299,8 @@ def _observe(args: argparse.Namespace) -> int:
     try:
         if args.command == "snapshot":
             snap = snapshot.take_snapshot(args.mount)
+            for path, problem in snap["unreadable"].items():
+                print(f"memtrackfs: snapshot: {snapshot.shown(path)} skipped: {problem}", file=sys.stderr)
             print(json.dumps(snap, indent=1) if args.json else snapshot.render_snapshot(snap), end="\n" if args.json else "")
             return 0
         if args.command == "diff":

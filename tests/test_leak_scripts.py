@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers import ROOT
+from helpers.board_files import MEMTRACK, X_BYTES, amphion_tree, write_board
 
 from memtrackfs.testing.helpers import Mount
 
@@ -134,3 +135,23 @@ def test_rk_peak_resets_the_peak_and_measures_a_decode_exporting_its_frames(vpu_
     done = run(["sh"], RK_PEAK, "-l", "31", *play, root=vpu_board.path)
     assert done.returncode == 0, done.stderr
     assert done.stderr == "rk-peak: peak 31 MiB (limit 31 MiB); total now 0 KiB\n"
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
+def test_leakwatch_on_a_boards_files_reads_each_line_from_its_end(shell: list[str], tmp_path: Path) -> None:
+    """A board's files with names that look like fields (helpers.board_files): 64 MiB more in the
+    instance named "  b" and in the node named "x (tgid=666, pid=666)" of instance 2001. Each is
+    charged to its own instance, and the names are reported whole."""
+    write_board(tmp_path)
+    after = tmp_path / "after"
+    after.write_text(amphion_tree(x_bytes=2 * X_BYTES, b_bytes=4096 + X_BYTES))
+    grow = f"cp '{after}' '{tmp_path / MEMTRACK / 'amphion-vpu'}'"
+    done = run(shell, LEAKWATCH, "-i", "0.2", "--", "sh", "-c", grow, root=tmp_path)
+    report = done.stderr
+    assert done.returncode == 1, report
+    assert re.search(r"^  instance tgid=3003( \(gone\))?: \+67108864 bytes$", report, re.M), report
+    assert re.search(r"^  instance tgid=2001( \(gone\))?: \+67108864 bytes$", report, re.M), report
+    assert "  x (tgid=666, pid=666): +67108864 bytes" in report and "tgid=666:" not in report
+    assert "  amphion-vpu own buffers" not in report
+    assert "leakwatch: LEAK: amphion-vpu grew by 134217728 bytes (131072 KiB)" in report
+    assert "v4l2-memtrack/a\\nb: total 5" in report

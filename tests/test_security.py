@@ -306,3 +306,34 @@ def test_a_refused_peer_that_left_already_does_not_stop_the_socket(world_dir: Pa
             assert c.call("roots", timeout=10)["roots"] == []
     finally:
         mount.umount()
+
+
+# Names that would make their v4l2-memtrack line read as another (a leaf, another depth, another
+# process's node, an unnamed node), and names that only look like fields: the end of a line is
+# fixed, so these read back exactly.
+AMBIGUOUS = ["fw [leaf]", "[leaf]", "  b", " lead", "", "x (tgid=666, pid=666)", "y(tgid=1, pid=-1)"]
+CLEAR = ["usage: 5", "x[leaf]", "a (tgid=1, pid=2) b", "[leaf] first", "trailing ", "(count=2)", "é-名前"]
+
+
+def test_names_that_would_read_as_another_line_are_refused(memtrackfs_mount: Mount) -> None:
+    mount = memtrackfs_mount
+    with mount.client() as c:
+        root = c.call("root", name="vpu", tgid=1000, pid=1000)["node"]
+        for name in AMBIGUOUS:
+            for op, fields in (("root", {}), ("node", {"parent": root}), ("add", {"node": root, "bytes": 1})):
+                with pytest.raises(MemtrackError) as refused:
+                    c.call(op, name=name, **fields)
+                assert refused.value.errno_name == "EINVAL" and "would read as another line" in str(refused.value), \
+                    (op, name, refused.value)
+        instance = c.call("node", parent=root, name="instance", tgid=2001, pid=2001)["node"]
+        for name in CLEAR:
+            c.call("add", node=c.call("node", parent=instance, name=name, tgid=2001, pid=2001)["node"], bytes=4096)
+            c.call("add", node=instance, bytes=512, name=name, tgid=2001, pid=2001)
+    snap = json.loads(subprocess.run([sys.executable, "-m", "memtrackfs", "snapshot", "--mount", str(mount.path),
+                                      "--json"], capture_output=True, check=True).stdout)
+    nodes = snap["trackers"]["vpu"]["nodes"]
+    assert list(nodes) == ["vpu", "vpu/instance[2001/2001]"] + [f"vpu/instance[2001/2001]/{name}[2001/2001]"
+                                                                for name in CLEAR]
+    assert nodes["vpu/instance[2001/2001]"]["leaves"] == {name: [1, 512] for name in CLEAR}
+    assert snap["processes"] == {"1000": {"tracked": 0, "dmabuf_kib": 0},
+                                 "2001": {"tracked": len(CLEAR) * (4096 + 512), "dmabuf_kib": 0}}

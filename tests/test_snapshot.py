@@ -6,11 +6,17 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any, Optional
 
 import pytest
+from helpers.board_files import MEMTRACK, X_BYTES, write_board
 
 from memtrackfs.testing.helpers import Mount, memtrackfs, wait_for
+from memtrackfs.tools import record as record_tool
+from memtrackfs.tools import snapshot as snapshot_tool
 from memtrackfs.tools.parse import parse_memtrack
 
 RING = "bitstream-ring-buffer"
@@ -111,3 +117,85 @@ def test_record_follows_each_instance_and_its_process_and_plot_draws_it(vpu_boar
     done = memtrackfs("plot", str(bad), "-o", str(png), check=False)
     assert (done.returncode, done.stderr.decode()) == (
         2, f"memtrackfs: plot: {bad} is not a memtrackfs record (make one with `memtrackfs record`)\n")
+
+
+
+def test_snapshot_of_a_board_with_names_that_look_like_fields(tmp_path: Path) -> None:
+    """Files as a board's kernel prints them for names memtrackfs would refuse: each read from the
+    end of its lines (fixed format), so no depth, owner or leaf is misread; a file that cannot be
+    read is skipped with a warning, never a traceback."""
+    write_board(tmp_path)
+    (tmp_path / MEMTRACK / "broken").write_text("Total memory usage: 1 bytes\nnot a node line\n")
+    done = memtrackfs("snapshot", "--mount", str(tmp_path), "--json", check=False)
+    assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr
+    assert done.stderr.decode().startswith(f"memtrackfs: snapshot: {MEMTRACK}/broken skipped: malformed")
+    snap = json.loads(done.stdout)
+    tree = snap["trackers"]["amphion-vpu"]["nodes"]
+    instance = "amphion-vpu/instance[2001/2001]"
+    assert list(tree) == ["amphion-vpu", "amphion-vpu/  b[3003/3003]", instance,
+                          f"{instance}/fw [leaf][2001/2001]", f"{instance}/x (tgid=666, pid=666)[2001/2001]"]
+    assert tree["amphion-vpu"]["leaves"] == {"fw": [1, 33554432]}
+    assert tree[instance]["leaves"] == {"usage: 9": [1, 36868]}
+    assert tree[f"{instance}/fw [leaf][2001/2001]"]["leaves"] == {"mbi": [1, 4096]}
+    assert [node["depth"] for node in tree.values()] == [0, 1, 1, 2, 2]
+    assert snap["trackers"]["x [leaf]"]["nodes"] == {"x [leaf]": {"depth": 0, "usage": 0, "tgid": 7, "pid": 7,
+                                                                "leaves": {}}}
+    assert snap["trackers"]["a\nb"]["total"] == 5 and list(snap["trackers"]["a\nb"]["nodes"]) == ["a\nb"]
+    # Nobody is charged for what a name says: 666 holds nothing.
+    assert snap["processes"] == {"7": {"tracked": 5, "dmabuf_kib": 0},
+                                 "1000": {"tracked": 33554432, "dmabuf_kib": 0},
+                                 "2001": {"tracked": 4096 + X_BYTES + 36868, "dmabuf_kib": 4},
+                                 "3003": {"tracked": 4096, "dmabuf_kib": 0}}
+    names = [buf["name"] for buf in snap["dmabuf"]["buffers"].values()]
+    assert names == ["aééééééé\ufffd", "2001-player", "(null)"]
+    assert [buf["exporter"] for buf in snap["dmabuf"]["buffers"].values()][1] == "sÿstème-heap-\ufffd"
+    text = memtrackfs("snapshot", "--mount", str(tmp_path), check=False)
+    assert text.returncode == 0 and "tracker a\\nb: 5 bytes" in text.stdout.decode(), text.stdout
+
+
+def test_record_skips_roots_that_go_while_it_reads(mount: Mount, tmp_path: Path, monkeypatch) -> None:
+    """A root destroyed after the open of its file and before the read (which then fails with EIO,
+    as debugfs answers): record skips it and goes on. The reader here is slowed between its opens
+    and its reads, so that roots created and destroyed without pause fall in that window."""
+    stop = threading.Event()
+
+    def churn() -> None:
+        with mount.client() as c:
+            while not stop.is_set():
+                handles = [c.call("root", name=f"r{i}")["node"] for i in range(20)]
+                for handle in handles:
+                    c.call("destroy", node=handle)
+
+    def slow_open(path: str, mode: str = "r") -> Any:
+        f = open(path, mode)
+        time.sleep(0.002)  # the window, not a wait for an event
+        return f
+
+    monkeypatch.setattr(snapshot_tool, "open", slow_open, raising=False)
+    churner = threading.Thread(target=churn)
+    churner.start()
+    try:
+        with open(tmp_path / "r.json", "w") as out:
+            taken = record_tool.record(str(mount.path), 0.001, out, duration=2)
+    finally:
+        stop.set()
+        churner.join()
+    assert taken > 10
+
+
+@pytest.mark.parametrize("content", [None, b"", b"not json", b"\xff\xfe", b"[]", b'{"trackers": []}',
+                                     b'{"trackers": {"a": {"total": 1, "nodes": {"a": {"usage": "1"}}}}}',
+                                     b'{"trackers": {}, "dmabuf": {"size_kib": 1}, "processes": {}}',
+                                     b'{"trackers": {}, "dmabuf": null, "processes": {"x": 1}}'],
+                         ids=["missing", "empty", "text", "binary", "list", "trackers-list", "node", "dmabuf",
+                              "processes"])
+def test_diff_of_a_file_that_is_no_snapshot_is_one_line_naming_it(tmp_path: Path, content: Optional[bytes]) -> None:
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps({"trackers": {}, "dmabuf": None, "processes": {}}))
+    if content is not None:
+        bad.write_bytes(content)
+    for before, after in ((good, bad), (bad, good)):
+        done = memtrackfs("diff", str(before), str(after), check=False)
+        error = done.stderr.decode()
+        assert done.returncode == 2 and done.stdout == b"", error
+        assert error.startswith(f"memtrackfs: diff: {bad}: ") and error.count("\n") == 1, error

@@ -15,6 +15,7 @@ delivers notifications from ``notify_due`` after releasing its lock.
 from __future__ import annotations
 
 import errno
+import re
 from collections import deque
 from typing import Callable, Iterator, Optional, Union
 
@@ -97,12 +98,23 @@ class Node:
                 yield from child.walk()
 
 
+# Names that would make their line of v4l2-memtrack/<root> read as another one: empty or with a
+# leading space (another depth), ending in "[leaf]" (a leaf) or in "(tgid=N, pid=N)" (another
+# process's node, when the node's own context is not shown). The RFC prints any name; real
+# drivers use fixed ones, so refusing these costs no fidelity, and every reader can parse the
+# file from the end of each line (docs/spec/emulated-files.md).
+_AMBIGUOUS = re.compile(r"\A(?: |\Z)|(?:\A| )\[leaf\]\Z|\(tgid=-?\d+, pid=-?\d+\)\Z")
+
+
 def _check_name(name: str) -> None:
     if not isinstance(name, str):
         raise KernelError(errno.EINVAL, "a name must be a string")
     if not name.isprintable():  # control, format, separator (U+2028...) or surrogate characters
         raise KernelError(errno.EINVAL,
                           f"name {name!r} contains a control character (or another unprintable one): refused, it could forge lines")
+    if _AMBIGUOUS.search(name):
+        raise KernelError(errno.EINVAL, f"name {name!r} would read as another line in v4l2-memtrack: refused "
+                                        "(no empty name, leading space, or '[leaf]' or '(tgid=N, pid=N)' at its end)")
     if len(name.encode("utf-8")) > NAME_MAX:
         raise KernelError(errno.ENAMETOOLONG, f"name is longer than {NAME_MAX} bytes")
 

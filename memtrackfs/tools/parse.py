@@ -1,17 +1,23 @@
 """Parsers of the kernel files, for tools that read them as a user would (snapshot, record).
 
-They read what the kernel prints, so they work on a real board as well as on a mount.
+They read what the kernel prints, so they work on a real board as well as on a mount. A line is
+read from its end, whose format is fixed, so a name cannot pass for the fields after it; what
+cannot be read is a ValueError naming the line, never a guess.
 """
 from __future__ import annotations
 
 import re
 from typing import NamedTuple, Optional
 
-_NODE = re.compile(r"^( *)(?:(.+?) )?(\[leaf\] )?(?:\(tgid=(-?\d+), pid=(-?\d+)\) )?usage: (\d+)"
-                   r"(?: \(count=(\d+)(?:, self=(\d+))?\))?$")
 _TOTAL = re.compile(r"^Total memory usage: (\d+) bytes$")
-# "%px %-16.16s %-16.16s %10lu KiB" then " %s" per attached device
-_RK_DEV = re.compile(r"^([0-9a-f]{16}) (.{16}) (.{16}) +(\d+) KiB((?: \S+)*)$")
+# The fixed end of a v4l2-memtrack line, right to left: " (count=C[, self=S])", "usage: N", the
+# context "(tgid=T, pid=P) " and "[leaf] " (each after the name and a space, if there is one).
+_USAGE = re.compile(r"(?:\A| )usage: (\d+)(?: \(count=(\d+)(?:, self=(\d+))?\))?\Z")
+_CONTEXT = re.compile(r"(?:\A| )\(tgid=(-?\d+), pid=(-?\d+)\)\Z")
+_LEAF = re.compile(r"(?:\A| )\[leaf\]\Z")
+# "%px %-16.16s %-16.16s %10lu KiB" then " %s" per attached device: columns of bytes (a name is
+# cut at 16 bytes, possibly inside a UTF-8 character).
+_RK_DEV = re.compile(rb"^([0-9a-f]{16}) (.{16}) (.{16}) +(\d+) KiB((?: \S+)*)$", re.DOTALL)
 # proc/mpp_service/sessions-summary: the 5.10 guide's line, and the 6.1 dump's lines
 _MPP_TOTAL = re.compile(r"^(\S+) Total: (\d+) KiB$")
 _MPP_BUFFER = re.compile(r"^ *\d+: 0x([0-9a-f]{16})\.\.0x([0-9a-f]{16}) \( *\d+ (?:KiB|Bytes)\)$")
@@ -44,46 +50,99 @@ class MppSession(NamedTuple):
 
 class RkBuffer(NamedTuple):
     id: str
-    name: str       # as shown: truncated to 16 columns, "(null)" when unnamed
+    name: str       # as shown: truncated to 16 bytes, "(null)" when unnamed
     exporter: str   # likewise truncated
     kib: int
     devices: tuple[str, ...]
 
 
 def _lines(text: str) -> list[str]:
-    """The file's lines: only "\n" ends one, as in the kernel (str.splitlines would also split
+    """The file's lines: only "\\n" ends one, as in the kernel (str.splitlines would also split
     at U+2028 and other separators a name might hold)."""
     lines = text.split("\n")
     return lines[:-1] if lines and lines[-1] == "" else lines
 
 
-def parse_memtrack(text: str) -> tuple[int, list[TrackedNode]]:
-    """A ``v4l2-memtrack/<root>`` file: (total, nodes in pre-order). ValueError if malformed."""
+def _node(text: str, depth: int) -> Optional[TrackedNode]:
+    """One node line without its indentation, read from its end; None if it is not one."""
+    usage = _USAGE.search(text)
+    if usage is None:
+        return None
+    head = text[:usage.start()]
+    tgid = pid = 0
+    context = _CONTEXT.search(head)
+    if context is not None:
+        tgid, pid = int(context.group(1)), int(context.group(2))
+        head = head[:context.start()]
+    leaf = _LEAF.search(head)
+    if leaf is not None:
+        head = head[:leaf.start()]
+    total, count, own = usage.groups()
+    return TrackedNode(depth, head or None, leaf is not None, tgid, pid, int(total),
+                       None if count is None else int(count), None if own is None else int(own))
+
+
+def parse_memtrack(text: str, root: Optional[str] = None) -> tuple[int, list[TrackedNode]]:
+    """A ``v4l2-memtrack/<root>`` file: (total, nodes in pre-order). ValueError if malformed.
+
+    ``root``, the file's name, is the first node's name: read with it, a root name holding
+    spaces, "[leaf]" or even a newline is still the root. A line that does not read as a node is
+    the start of a name holding a newline and is joined to the next. A deeper indentation than a
+    child's is the name's own leading spaces, and a "leaf" with a child was a node whose name ends
+    in " [leaf]" (a file the RFC printed from any name). The context is read from the end of the
+    line, so a name cannot pass for it where the context is shown, as it always is on a board.
+    """
     lines = _lines(text)
     total = _TOTAL.match(lines[0]) if lines else None
     if total is None:
         raise ValueError("not a v4l2-memtrack file: no 'Total memory usage' line")
-    nodes = []
+    nodes: list[TrackedNode] = []
+    pending: list[str] = []  # lines of a name holding "\n", so far
+    parent_depth = -1        # the depth of the last node that can be a parent (not a leaf)
     for line in lines[1:]:
-        m = _NODE.match(line)
-        if m is None:
-            raise ValueError(f"malformed v4l2-memtrack line {line!r}")
-        indent, name, leaf, tgid, pid, usage, count, own = m.groups()
-        nodes.append(TrackedNode(len(indent) // 2, name, leaf is not None, int(tgid or 0), int(pid or 0),
-                                 int(usage), None if count is None else int(count),
-                                 None if own is None else int(own)))
+        line = "\n".join([*pending, line])
+        if not nodes:
+            if root is not None and line.startswith(root):
+                found = _node(line[len(root):].lstrip(" ") if line != root else "", 0)
+                found = found._replace(name=root) if found is not None and not found.leaf else None
+            else:
+                found = _node(line, 0)
+        else:
+            indent = len(line) - len(line.lstrip(" "))
+            previous = nodes[-1]
+            if indent // 2 == previous.depth + 1 and previous.leaf:
+                # A child of a "leaf": it was a node whose name ends in " [leaf]".
+                nodes[-1] = previous._replace(name=f"{previous.name} [leaf]" if previous.name else "[leaf]", leaf=False)
+                parent_depth = previous.depth
+            depth = max(1, min(indent // 2, parent_depth + 1))
+            found = _node(line[2 * depth:], depth)
+        if found is None:
+            pending.append(line.rsplit("\n", 1)[-1])
+            if len(pending) > 64:
+                raise ValueError(f"malformed v4l2-memtrack line {pending[0]!r}")
+            continue
+        pending = []
+        nodes.append(found)
+        if not found.leaf:
+            parent_depth = found.depth
+    if pending:
+        raise ValueError(f"malformed v4l2-memtrack line {pending[0]!r}")
+    if nodes and nodes[0].leaf:
+        raise ValueError("malformed v4l2-memtrack file: its first node is a leaf")
     return int(total.group(1)), nodes
 
 
-def parse_rk_dmabuf_dev(text: str) -> list[RkBuffer]:
+def parse_rk_dmabuf_dev(data: bytes) -> list[RkBuffer]:
     """Rockchip's ``proc/rk_dmabuf/dev``: one entry per buffer, newest first."""
     buffers = []
-    for line in _lines(text)[2:]:
+    lines = data.split(b"\n")
+    for line in lines[2:-1] if lines[-1] == b"" else lines[2:]:
         m = _RK_DEV.match(line)
         if m is None:
             raise ValueError(f"malformed rk_dmabuf/dev line {line!r}")
-        buffers.append(RkBuffer(m.group(1), m.group(2).rstrip(), m.group(3).rstrip(), int(m.group(4)),
-                                tuple(m.group(5).split())))
+        text = [field.decode("utf-8", errors="replace") for field in m.groups()]
+        buffers.append(RkBuffer(text[0], text[1].rstrip(" "), text[2].rstrip(" "), int(text[3]),
+                                tuple(text[4].split())))
     return buffers
 
 

@@ -46,12 +46,29 @@ def require_kernel_files(root: str) -> None:
     raise OSError(errno.ENOENT, f"none of the files to read is there ({'; '.join(problems)}): {hint}")
 
 
-def _read(path: str) -> Optional[str]:
+# How a file that went away answers: gone before the open (ENOENT), or between the open and the
+# read (debugfs and memtrackfs: EIO; sysfs: ENODEV).
+_VANISHED = (errno.ENOENT, errno.EIO, errno.ENODEV, errno.ESTALE)
+
+
+def _read(path: str) -> Optional[bytes]:
+    """The file's bytes, or None if it went away (a root destroyed while we list and read)."""
     try:
         with open(path, "rb") as f:
-            return f.read().decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        return None
+            return f.read()
+    except OSError as exc:
+        if exc.errno in _VANISHED:
+            return None
+        raise
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def shown(name: str) -> str:
+    """A name for a line of text: what is not printable (a board's file may hold any) escaped."""
+    return name if name.isprintable() else name.encode("unicode_escape").decode("ascii")
 
 
 def _label(name: Optional[str], tgid: int, pid: int) -> str:
@@ -59,8 +76,8 @@ def _label(name: Optional[str], tgid: int, pid: int) -> str:
     return f"{label}[{tgid}/{pid}]" if tgid and pid else label
 
 
-def _tracker(text: str, processes: Counter) -> dict[str, Any]:
-    total, parsed = parse_memtrack(text)
+def _tracker(name: str, text: str, processes: Counter) -> dict[str, Any]:
+    total, parsed = parse_memtrack(text, root=name)
     nodes: dict[str, dict[str, Any]] = {}
     stack: list[str] = []                  # paths of the current entry's ancestors
     children_usage: dict[str, int] = {}    # per node: the sum of its direct children's usage
@@ -93,40 +110,61 @@ def _tracker(text: str, processes: Counter) -> dict[str, Any]:
 
 
 def take_snapshot(root: str = "/") -> Snapshot:
+    """What the files under ``root`` show. A file that goes while it is read is skipped; one that
+    cannot be read as its format is listed in ``unreadable`` (path: why), not guessed at."""
     processes: Counter = Counter()
     trackers = {}
+    unreadable: dict[str, str] = {}
     memtrack_dir = os.path.join(root, MEMTRACK_DIR)
     for name in sorted(os.listdir(memtrack_dir)) if os.path.isdir(memtrack_dir) else []:
-        text = _read(os.path.join(memtrack_dir, name))
-        if text is not None:  # it may go between listing and reading
-            trackers[name] = _tracker(text, processes)
+        data = _read(os.path.join(memtrack_dir, name))
+        if data is None:  # it went between listing and reading
+            continue
+        found: Counter = Counter()
+        try:
+            trackers[name] = _tracker(name, _text(data), found)
+        except ValueError as exc:
+            unreadable[os.path.join(MEMTRACK_DIR, name)] = str(exc)
+            continue
+        processes.update(found)
     dmabuf: Optional[dict[str, Any]] = None
     size, peak, dev = (_read(os.path.join(root, RK_DMABUF_DIR, f)) for f in ("size", "peak", "dev"))
     dmabuf_by_tgid: Counter = Counter()
-    if size is not None and dev is not None:
+    try:
+        rk_buffers = parse_rk_dmabuf_dev(dev) if size is not None and dev is not None else None
+    except ValueError as exc:
+        unreadable[os.path.join(RK_DMABUF_DIR, "dev")] = str(exc)
+        rk_buffers = None
+    if rk_buffers is not None:
         buffers = {}
-        for buf in parse_rk_dmabuf_dev(dev):
+        for buf in rk_buffers:
             buffers[buf.id] = {"name": buf.name, "exporter": buf.exporter, "kib": buf.kib, "devices": list(buf.devices)}
             owner = buf.name.split("-", 1)[0]
             if owner.isdigit():  # Rockchip's default name: "<tgid>-<comm>"
                 dmabuf_by_tgid[int(owner)] += buf.kib
-        dmabuf = {"size_kib": parse_first_number(size),
-                  "peak_mib": parse_first_number(peak) if peak is not None else None, "buffers": buffers}
+        dmabuf = {"size_kib": parse_first_number(_text(size)),
+                  "peak_mib": parse_first_number(_text(peak)) if peak is not None else None, "buffers": buffers}
     tgids = sorted(set(processes) | set(dmabuf_by_tgid))
+    try:
+        mpp = _mpp(_read(os.path.join(root, MPP_SESSIONS_SUMMARY)))
+    except ValueError as exc:
+        unreadable[MPP_SESSIONS_SUMMARY] = str(exc)
+        mpp = None
     return {
         "taken": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "root": os.path.abspath(root),
         "trackers": trackers,
         "dmabuf": dmabuf,
-        "mpp": _mpp(_read(os.path.join(root, MPP_SESSIONS_SUMMARY))),
+        "mpp": mpp,
         "processes": {str(t): {"tracked": processes[t], "dmabuf_kib": dmabuf_by_tgid[t]} for t in tgids if t},
+        "unreadable": unreadable,
     }
 
 
-def _mpp(summary: Optional[str]) -> Optional[dict[str, Any]]:
+def _mpp(summary: Optional[bytes]) -> Optional[dict[str, Any]]:
     if summary is None:
         return None
-    totals, sessions = parse_mpp_sessions_summary(summary)
+    totals, sessions = parse_mpp_sessions_summary(_text(summary))
     return {"devices": totals,
             "sessions": {f"{s.device}#{s.index}": {"pid": s.pid, "kib": sum(s.buffers) // 1024,
                                                    "buffers": len(s.buffers)} for s in sessions}}
@@ -135,10 +173,10 @@ def _mpp(summary: Optional[str]) -> Optional[dict[str, Any]]:
 def render_snapshot(snap: Snapshot) -> str:
     lines = [f"snapshot of {snap['root']} at {snap['taken']}"]
     for name, tracker in snap["trackers"].items():
-        lines.append(f"tracker {name}: {tracker['total']} bytes")
+        lines.append(f"tracker {shown(name)}: {tracker['total']} bytes")
         for path, node in tracker["nodes"].items():
-            leaves = ", ".join(f"{leaf} x{count} {nbytes}" for leaf, (count, nbytes) in node["leaves"].items())
-            lines.append(f"  {path}: {node['usage']}" + (f" ({leaves})" if leaves else ""))
+            leaves = ", ".join(f"{shown(leaf)} x{count} {nbytes}" for leaf, (count, nbytes) in node["leaves"].items())
+            lines.append(f"  {shown(path)}: {node['usage']}" + (f" ({leaves})" if leaves else ""))
     if snap["dmabuf"] is not None:
         d = snap["dmabuf"]
         lines.append(f"dma-buf: {d['size_kib']} KiB in {len(d['buffers'])} buffers, peak {d['peak_mib']} MiB")
@@ -174,14 +212,14 @@ def diff_snapshots(a: Snapshot, b: Snapshot) -> tuple[str, bool]:
             for leaf in sorted(set(leaves_before) | set(leaves_after)):
                 (cb, bb), (ca, ba) = leaves_before.get(leaf, (0, 0)), leaves_after.get(leaf, (0, 0))
                 if (cb, bb) != (ca, ba):
-                    leaf_changes.append(f"      {leaf} [leaf] x{cb} -> x{ca}, bytes {_delta(bb, ba)}")
+                    leaf_changes.append(f"      {shown(leaf)} [leaf] x{cb} -> x{ca}, bytes {_delta(bb, ba)}")
                     grew |= ba > bb
             if usage_before != usage_after or leaf_changes or (before is None) != (after is None):
                 state = " (new)" if before is None else " (gone)" if after is None else ""
-                changes.append(f"  {path}: {_delta(usage_before, usage_after)}{state}")
+                changes.append(f"  {shown(path)}: {_delta(usage_before, usage_after)}{state}")
                 changes.extend(leaf_changes)
         if old["total"] != new["total"] or changes:
-            lines.append(f"tracker {name}: total {_delta(old['total'], new['total'])}")
+            lines.append(f"tracker {shown(name)}: total {_delta(old['total'], new['total'])}")
             lines.extend(changes)
             grew |= new["total"] > old["total"]
     if a["dmabuf"] is not None and b["dmabuf"] is not None:
@@ -194,8 +232,8 @@ def diff_snapshots(a: Snapshot, b: Snapshot) -> tuple[str, bool]:
             for sign, ids, bufs in (("+", added, new_bufs), ("-", gone, old_bufs)):
                 for i in ids:
                     buf = bufs[i]
-                    lines.append(f"  {sign} {i} {buf['name']} {buf['exporter']} {buf['kib']} KiB "
-                                 f"{' '.join(buf['devices'])}".rstrip())
+                    lines.append(f"  {sign} {i} {shown(buf['name'])} {shown(buf['exporter'])} {buf['kib']} KiB "
+                                 f"{' '.join(shown(d) for d in buf['devices'])}".rstrip())
             grew |= size_after > size_before
     old_mpp, new_mpp = a.get("mpp"), b.get("mpp")
     if old_mpp is not None and new_mpp is not None:
@@ -217,12 +255,58 @@ def diff_snapshots(a: Snapshot, b: Snapshot) -> tuple[str, bool]:
     return ("\n".join(lines) + "\n" if lines else "no change\n"), grew
 
 
+def _int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _mapping(value: Any, check: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and check(v) for k, v in value.items())
+
+
+def _is_node(node: Any) -> bool:
+    return (isinstance(node, dict) and _int(node.get("usage"))
+            and _mapping(node.get("leaves"), lambda leaf: isinstance(leaf, list) and len(leaf) == 2
+                         and all(_int(n) for n in leaf)))
+
+
+def _is_buffer(buf: Any) -> bool:
+    return (isinstance(buf, dict) and isinstance(buf.get("name"), str) and isinstance(buf.get("exporter"), str)
+            and _int(buf.get("kib")) and isinstance(buf.get("devices"), list)
+            and all(isinstance(d, str) for d in buf["devices"]))
+
+
+def _snapshot_problem(snap: Any) -> Optional[str]:
+    """What keeps ``snap`` from being a snapshot ``diff_snapshots`` can read, or None."""
+    if not isinstance(snap, dict):
+        return "not a JSON object"
+    if not _mapping(snap.get("trackers"), lambda t: isinstance(t, dict) and _int(t.get("total"))
+                    and _mapping(t.get("nodes"), _is_node)):
+        return "its 'trackers' are not trackers"
+    dmabuf = snap.get("dmabuf")
+    if dmabuf is not None and not (isinstance(dmabuf, dict) and _int(dmabuf.get("size_kib"))
+                                   and _mapping(dmabuf.get("buffers"), _is_buffer)):
+        return "its 'dmabuf' is not dma-buf figures"
+    mpp = snap.get("mpp")
+    if mpp is not None and not (isinstance(mpp, dict) and _mapping(mpp.get("devices"), _int)
+                                and _mapping(mpp.get("sessions"), lambda s: isinstance(s, dict)
+                                             and _int(s.get("pid")) and _int(s.get("kib")))):
+        return "its 'mpp' is not mpp_service figures"
+    if not _mapping(snap.get("processes"), lambda p: isinstance(p, dict) and _int(p.get("tracked"))
+                    and _int(p.get("dmabuf_kib"))) or not all(k.isdigit() for k in snap["processes"]):
+        return "its 'processes' are not processes"
+    return None
+
+
 def load_snapshot(path: str) -> Snapshot:
-    with open(path, encoding="utf-8") as f:
-        try:
-            snap = json.load(f)
-        except ValueError as exc:
-            raise ValueError(f"{path}: not JSON: {exc} (make one with `memtrackfs snapshot --json`)") from None
-    if not isinstance(snap, dict) or "trackers" not in snap:
-        raise ValueError(f"{path} is not a memtrackfs snapshot (make one with `memtrackfs snapshot --json`)")
+    """A snapshot written by ``memtrackfs snapshot --json``; ValueError naming the file if not."""
+    try:
+        with open(path, "rb") as f:
+            snap = json.loads(f.read())
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror}") from None
+    except ValueError as exc:  # not UTF-8, not JSON
+        raise ValueError(f"{path}: not a memtrackfs snapshot: not JSON ({exc})") from None
+    problem = _snapshot_problem(snap)
+    if problem is not None:
+        raise ValueError(f"{path}: not a memtrackfs snapshot: {problem} (make one with `memtrackfs snapshot --json`)")
     return snap

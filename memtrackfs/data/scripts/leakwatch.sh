@@ -91,21 +91,34 @@ samples=0
 # One v4l2-memtrack file as records: the root's total, the bytes of each instance (a node right
 # under the root, by tgid), the bytes of each name inside instances, and the root's own bytes
 # ("drv": the root node and its leaves). A node's own bytes are its usage less its children's.
+# Each line is read from its end, whose format is fixed: [NAME ][[leaf] ][(tgid=T, pid=P) ]usage: N
+# [ (count=C[, self=S])], so no name passes for a field; a line no deeper than a child of the last
+# node (a name may start with spaces), and a "leaf" with a child was a node named "... [leaf]".
 TREE_AWK='
+BEGIN { gsub(/\n/, "\\n", root); gsub(/\t/, " ", root) }  # a file name may hold them; our records may not
 NR == 1 { total = $4; next }
 {
-    match($0, /^ */); depth = RLENGTH / 2; text = substr($0, RLENGTH + 1)
-    usage = text; sub(/.* usage: /, "", usage); sub(/[^0-9].*$/, "", usage)
-    leaf = index(text, " [leaf]") > 0
-    name = text
-    if (leaf) sub(/ \[leaf\].*$/, "", name)
-    else if (name ~ /^\(tgid=/ || name ~ /^usage: /) name = "(unnamed)"
-    else sub(/ (\(tgid=|usage: ).*$/, "", name)
+    match($0, /^ */); indent = RLENGTH
+    tail = $0; sub(/ \(count=[0-9]+(, self=[0-9]+)?\)$/, "", tail)
+    if (!match(tail, /(^| )usage: [0-9]+$/)) next  # part of a name holding a newline
+    usage = substr(tail, RSTART); sub(/^ ?usage: /, "", usage)
+    head = substr(tail, 1, RSTART - 1)
     tgid = "?"
-    if (match(text, /\(tgid=[0-9]+,/)) tgid = substr(text, RSTART + 6, RLENGTH - 7)
+    if (match(head, /(^| )\(tgid=-?[0-9]+, pid=-?[0-9]+\)$/)) {
+        tgid = substr(head, RSTART); head = substr(head, 1, RSTART - 1)
+        sub(/^ ?\(tgid=/, "", tgid); sub(/,.*$/, "", tgid)
+    }
+    leaf = 0
+    if (match(head, /(^| )\[leaf\]$/)) { leaf = 1; head = substr(head, 1, RSTART - 1) }
+    if (n > 0 && L[n] && int(indent / 2) == D[n] + 1) { L[n] = 0; N[n] = N[n] " [leaf]"; parent = D[n] }
+    depth = 0
+    if (n > 0) { depth = int(indent / 2); if (depth > parent + 1) depth = parent + 1; if (depth < 1) depth = 1 }
+    name = substr(head, 2 * depth + 1); gsub(/\t/, " ", name)  # a tab would split our records
+    if (name == "") name = "(unnamed)"
     n++; D[n] = depth; N[n] = name; L[n] = leaf; T[n] = tgid; U[n] = usage + 0; OWN[n] = usage + 0
     if (depth > 0) OWN[up[depth - 1]] -= usage
     up[depth] = n
+    if (!leaf) parent = depth
 }
 END {
     if (NR == 0) exit  # the root went away between listing and reading
@@ -120,13 +133,15 @@ END {
     for (k in NM) print "name\t" root "\t" k "\t" NM[k]
 }'
 
-# rk_dmabuf/dev: "%px %-16.16s %-16.16s %10lu KiB devices...", summed per name and exporter.
+# rk_dmabuf/dev: "%px %-16.16s %-16.16s %10lu KiB devices...", summed per name and exporter. The
+# columns are bytes (a name may be cut inside a UTF-8 character): awk runs in the C locale.
 RKDEV_AWK='
 NR > 2 && /^[0-9a-f]/ {
     rest = substr($0, length($1) + 2)
     name = substr(rest, 1, 16); sub(/ +$/, "", name)
     exporter = substr(rest, 18, 16); sub(/ +$/, "", exporter)
-    B[name " (" exporter ")"] += substr(rest, 35, 10) * 1024
+    key = name " (" exporter ")"; gsub(/\t/, " ", key)  # a tab would split our records
+    B[key] += substr(rest, 35, 10) * 1024
 }
 END { for (k in B) print "dbuf\t" k "\t" B[k] }'
 
@@ -143,11 +158,11 @@ take_sample() {
     samples=$((samples + 1))
     {
         printf '@\t%s\n' "$samples"
-        [ -r "$RK" ] && awk '/^Total:/ { print "rk\t" $2 * 1024 }' "$RK"
-        [ -r "$RKDEV" ] && awk "$RKDEV_AWK" "$RKDEV"
-        [ -r "$MPP" ] && awk "$MPP_AWK" "$MPP"
+        [ -r "$RK" ] && LC_ALL=C awk '/^Total:/ { print "rk\t" $2 * 1024 }' "$RK"
+        [ -r "$RKDEV" ] && LC_ALL=C awk "$RKDEV_AWK" "$RKDEV"
+        [ -r "$MPP" ] && LC_ALL=C awk "$MPP_AWK" "$MPP"
         for file in "$MT"/*; do
-            [ -f "$file" ] && awk -v root="${file##*/}" "$TREE_AWK" "$file" 2>/dev/null
+            [ -f "$file" ] && LC_ALL=C awk -v root="${file##*/}" "$TREE_AWK" "$file" 2>/dev/null
         done
     } >> "$tmp/samples"
 }
@@ -245,7 +260,7 @@ else
     take_sample
 fi
 
-awk -v threshold="$threshold" "$REPORT_AWK" "$tmp/samples" >&2
+LC_ALL=C awk -v threshold="$threshold" "$REPORT_AWK" "$tmp/samples" >&2
 leak=$?
 [ "$leak" -eq 1 ] && exit 1
 [ "$leak" -ne 0 ] && exit 3
