@@ -10,8 +10,10 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -21,7 +23,18 @@ from typing import Callable, Optional, Sequence
 from memtrackfs.errors import KernelError
 from memtrackfs.model.boards import DEFAULT_BOARD
 from memtrackfs.model.heaps import HeapSpec
-from memtrackfs.mounts import SOURCE_PREFIX, find_mount, is_memtrackfs, is_stale, log_path_for_socket
+from memtrackfs.mounts import (
+    ANSWERS,
+    HUNG,
+    PROBE_SECONDS,
+    SOURCE_PREFIX,
+    STALE,
+    find_mount,
+    is_memtrackfs,
+    listening_pid,
+    log_path_for_socket,
+    probe_mount,
+)
 
 log = logging.getLogger("memtrackfs")
 
@@ -33,8 +46,18 @@ def _unmount_command(mountpoint: str, lazy: bool = False) -> list[str]:
     return ["umount", "-l", mountpoint] if lazy else ["umount", mountpoint]
 
 
+UNMOUNT_SECONDS = 10.0  # fusermount never needs long: it does not wait for the daemon
+READY_SECONDS = 30.0    # from fork to the daemon's "mounted" (libfuse's init callback)
+
+
 def _run_unmount(mountpoint: str, lazy: bool = False) -> None:
-    done = subprocess.run(_unmount_command(mountpoint, lazy), capture_output=True, text=True)
+    try:
+        done = subprocess.run(_unmount_command(mountpoint, lazy), capture_output=True, text=True,
+                              timeout=UNMOUNT_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise KernelError(errno.ETIMEDOUT, f"cannot unmount {mountpoint}: "
+                                           f"{_unmount_command(mountpoint, lazy)[0]} did not return in "
+                                           f"{UNMOUNT_SECONDS:g} s") from None
     if done.returncode != 0:
         raise KernelError(errno.EBUSY, f"cannot unmount {mountpoint}: {done.stderr.strip() or done.returncode}")
 
@@ -42,11 +65,16 @@ def _run_unmount(mountpoint: str, lazy: bool = False) -> None:
 def prepare_mountpoint(mountpoint: str) -> Optional[str]:
     """Make the mount point usable; return a note if a stale mount had to be cleared."""
     entry = find_mount(mountpoint)
-    if entry is not None and is_stale(mountpoint):
+    state = probe_mount(mountpoint) if entry is not None else ANSWERS
+    if state == STALE:
         # "Transport endpoint is not connected": its daemon died. Detach it and mount afresh.
         _run_unmount(mountpoint, lazy=True)
         note = f"recovered stale mount at {mountpoint} (its daemon had died)"
+    elif state == HUNG:
+        raise KernelError(errno.EBUSY, f"{mountpoint} is a mount whose daemon does not answer (stopped?): "
+                                       f"unmount it first (`memtrackfs umount {mountpoint}` detaches it)")
     elif is_memtrackfs(entry):
+        assert entry is not None
         raise KernelError(errno.EBUSY, f"{mountpoint} is already a live memtrackfs mount "
                                        f"(socket {entry.source[len(SOURCE_PREFIX):]})")
     else:
@@ -97,7 +125,10 @@ def serve(mountpoint: str, options: MountOptions, on_ready: Callable[[], None]) 
 
 
 def mount(mountpoint: str, options: MountOptions, foreground: bool) -> int:
+    from memtrackfs.server.server import claim_socket_path
+
     mountpoint = os.path.abspath(mountpoint)
+    claim_socket_path(options.socket_path)  # refused before anything is written beside it
     note = prepare_mountpoint(mountpoint)
     if note:
         print(f"memtrackfs: {note}", file=sys.stderr)
@@ -114,6 +145,8 @@ def mount(mountpoint: str, options: MountOptions, foreground: bool) -> int:
 
 def _mount_in_background(mountpoint: str, options: MountOptions) -> int:
     log_path = log_path_for_socket(options.socket_path)
+    log_fd = open_log(log_path)  # refused here, before anything runs, if it is not ours
+    log_start = os.fstat(log_fd).st_size  # what this daemon writes comes after
     read_end, write_end = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the daemon
@@ -121,7 +154,9 @@ def _mount_in_background(mountpoint: str, options: MountOptions) -> int:
         os.setsid()
         if os.fork():
             os._exit(0)
-        _detach_stdio(log_path)
+        os.write(write_end, f"pid {os.getpid()}\n".encode())
+        _detach_stdio(log_fd, f"memtrackfs: daemon pid {os.getpid()} mounting {mountpoint} "
+                              f"({time.strftime('%Y-%m-%d %H:%M:%S')})")
         try:
             serve(mountpoint, options, lambda: os.write(write_end, f"ok {os.getpid()}\n".encode()))
         except BaseException as exc:  # report to the waiting parent, whatever it was
@@ -129,61 +164,113 @@ def _mount_in_background(mountpoint: str, options: MountOptions) -> int:
             os._exit(1)
         os._exit(0)
     os.close(write_end)
+    os.close(log_fd)
     os.waitpid(child, 0)
-    with os.fdopen(read_end, "rb") as pipe:
-        status = pipe.readline().decode().strip()
-    if status.startswith("ok "):
+    daemon, status = _read_status(read_end, READY_SECONDS)
+    if status is not None and status.startswith("ok "):
         print(f"memtrackfs: mounted at {mountpoint}; driver socket {options.socket_path}; daemon pid {status[3:]}")
         return 0
-    detail = status[6:] if status.startswith("error ") else "the daemon exited before the mount was ready"
-    # libfuse says why on the daemon's stderr (its log): bring that to the terminal.
-    print(f"memtrackfs: mount failed: {_log_tail(log_path) or detail} (daemon log: {log_path})", file=sys.stderr)
+    if status is None:
+        detail = f"the daemon did not report the mount ready within {READY_SECONDS:g} s"
+        if daemon is not None:
+            os.kill(daemon, signal.SIGKILL)
+            detail += f": killed it (pid {daemon})"
+    else:
+        detail = status[6:] if status.startswith("error ") else "the daemon exited before the mount was ready"
+        # libfuse says why on the daemon's stderr (its log): bring that to the terminal.
+        detail = _log_tail(log_path, log_start) or detail
+    print(f"memtrackfs: mount failed: {detail} (daemon log: {log_path})", file=sys.stderr)
     return 1
 
 
-def _log_tail(path: str, lines: int = 5) -> str:
+def _log_tail(path: str, start: int, lines: int = 5) -> str:
+    """The last lines this daemon wrote to its log (from ``start``), but its own header."""
     try:
-        with open(path, errors="replace") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            f.seek(start)
+            text = f.read().decode(errors="replace")
     except OSError:
         return ""
-    return "; ".join(line.strip() for line in text.strip().splitlines()[-lines:] if line.strip())
+    written = [line.strip() for line in text.strip().splitlines()[1:] if line.strip()]
+    return "; ".join(written[-lines:])
 
 
-def _detach_stdio(log_path: str) -> None:
+def _read_status(fd: int, timeout: float) -> tuple[Optional[int], Optional[str]]:
+    """The daemon's pid and its status ("ok PID" or "error ..."; "" if it exited without one, None
+    if none came in ``timeout``), from the pipe it writes each of them to in one write."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    with os.fdopen(fd, "rb", buffering=0) as pipe:
+        while b"\nok " not in data and b"\nerror " not in data:
+            ready, _, _ = select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            chunk = pipe.read(4096)
+            if not chunk:
+                break  # it exited
+            data += chunk
+        else:
+            ready = [pipe]
+    first, _, rest = data.decode(errors="replace").partition("\n")
+    daemon = int(first[4:]) if first.startswith("pid ") and first[4:].isdigit() else None
+    return daemon, rest.strip() if ready else None
+
+
+def open_log(path: str) -> int:
+    """The daemon's log, opened for appending: never through a symbolic link and never a file that
+    is not ours alone (another user may have put either where the log goes); nothing is truncated."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise KernelError(errno.EEXIST, f"daemon log {path} is a symbolic link: refusing to write through it "
+                                        "(choose another --socket)") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_nlink != 1:
+        os.close(fd)
+        raise KernelError(errno.EEXIST, f"daemon log {path} exists and is not a file of ours alone: refusing to "
+                                        "write to it (choose another --socket)")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _detach_stdio(log_fd: int, header: str) -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
-    os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(log_fd, 2)
     os.close(devnull)
     os.close(log_fd)
+    print(header, file=sys.stderr, flush=True)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
 
 
-def _daemon_pid(socket_path: str) -> Optional[int]:
-    from memtrackfs.client import MemtrackClient
-    try:
-        with MemtrackClient(socket_path) as client:
-            return int(client.server["pid"])
-    except OSError:
-        return None
-
-
 def umount(mountpoint: str, timeout: float = 10.0) -> int:
-    """Unmount a memtrackfs mount and wait until its daemon has exited and removed its socket."""
+    """Unmount a memtrackfs mount and wait until its daemon has exited and removed its socket.
+
+    Every wait is bounded: a mount that does not answer (its daemon stopped or stuck) is
+    detached lazily, and a daemon that does not exit in ``timeout`` is killed."""
     mountpoint = os.path.abspath(mountpoint)
     entry = find_mount(mountpoint)
     if not is_memtrackfs(entry):
         raise KernelError(errno.EINVAL, f"{mountpoint} is not a memtrackfs mount point")
+    assert entry is not None
     socket_path = entry.source[len(SOURCE_PREFIX):]
-    if is_stale(mountpoint):
+    state = probe_mount(mountpoint)
+    if state == STALE:
         _run_unmount(mountpoint, lazy=True)
         _remove(socket_path)
         print(f"memtrackfs: removed stale mount at {mountpoint}")
         return 0
-    pid = _daemon_pid(socket_path)
+    pid = listening_pid(socket_path)
+    if state == HUNG:
+        _run_unmount(mountpoint, lazy=True)
+        who = f"its daemon (pid {pid}) is {_state_of(pid)}" if pid is not None else "no daemon found"
+        print(f"memtrackfs: {mountpoint} did not answer within {PROBE_SECONDS:g} s ({who}): detached it "
+              "(lazy unmount); the daemon exits once it runs again")
+        return 0
     _run_unmount(mountpoint)
     deadline = time.monotonic() + timeout
     while pid is not None and _alive(pid):
@@ -195,6 +282,17 @@ def umount(mountpoint: str, timeout: float = 10.0) -> int:
         time.sleep(0.02)
     print(f"memtrackfs: unmounted {mountpoint}")
     return 0
+
+
+def _state_of(pid: int) -> str:
+    """How ps would put a process's state, for a message."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            code = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"
+    return {"T": "stopped", "t": "stopped by a debugger", "D": "in uninterruptible sleep",
+            "Z": "a zombie"}.get(code, "not answering")
 
 
 def _alive(pid: int) -> bool:

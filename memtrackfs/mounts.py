@@ -9,6 +9,10 @@ import errno
 import hashlib
 import os
 import re
+import select
+import signal
+import stat
+import tempfile
 from typing import NamedTuple, Optional
 
 SOURCE_PREFIX = "memtrackfs:"
@@ -52,25 +56,104 @@ def is_memtrackfs(entry: Optional[MountEntry]) -> bool:
     return entry is not None and entry.fstype.startswith("fuse") and entry.source.startswith(SOURCE_PREFIX)
 
 
+ANSWERS, STALE, HUNG = "answers", "stale", "hung"
+PROBE_SECONDS = 2.0
+
+
+def probe_mount(mountpoint: str, timeout: float = PROBE_SECONDS) -> str:
+    """Whether the filesystem at ``mountpoint`` answers a stat: ``ANSWERS``; ``STALE`` (its FUSE
+    daemon died: ENOTCONN); ``HUNG`` (no answer within ``timeout``: its daemon is stopped or stuck).
+
+    The stat runs in a child process, killed if it does not return in time: a stat of a FUSE
+    mount whose daemon does not read waits for as long as it takes (killably)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.stat(mountpoint)
+            code = 0
+        except OSError as exc:
+            code = exc.errno or 1
+        os._exit(min(code, 255))
+    pidfd = os.pidfd_open(pid)
+    try:
+        answered, _, _ = select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    if not answered:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        return HUNG
+    _, status = os.waitpid(pid, 0)
+    return STALE if os.waitstatus_to_exitcode(status) == errno.ENOTCONN else ANSWERS
+
+
 def is_stale(mountpoint: str) -> bool:
     """A FUSE mount whose daemon died: every access fails with ENOTCONN."""
+    return probe_mount(mountpoint) == STALE
+
+
+def listening_pid(socket_path: str) -> Optional[int]:
+    """The process listening on the Unix socket ``socket_path``, found through /proc (it need not
+    answer: it may be stopped). None if there is none, or it is not ours to see."""
+    inodes = set()
     try:
-        os.stat(mountpoint)
-    except OSError as exc:
-        return exc.errno == errno.ENOTCONN
-    return False
+        with open("/proc/net/unix", encoding="utf-8", errors="surrogateescape") as f:
+            next(f)
+            for line in f:
+                fields = line.split(None, 7)
+                # Flags 00010000: __SO_ACCEPTCON, a listening socket.
+                if len(fields) == 8 and fields[7].rstrip("\n") == socket_path and int(fields[3], 16) & 0x10000:
+                    inodes.add(f"socket:[{fields[6]}]")
+    except OSError:
+        return None
+    for pid in filter(str.isdigit, os.listdir("/proc")) if inodes else ():
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                    return int(pid)
+            except OSError:
+                continue
+    return None
 
 
 def runtime_dir() -> str:
     """Where sockets, daemon logs and run directories go: ``$MEMTRACKFS_RUNTIME_DIR`` if set (a
-    CI farm running suites side by side gives each its own), else /run/memtrackfs for root."""
+    CI farm running suites side by side gives each its own), else /run/memtrackfs for root,
+    ``$XDG_RUNTIME_DIR/memtrackfs`` or ``$TMPDIR/memtrackfs-<uid>`` for a user. Created 0700 if
+    missing, and refused unless it is ours (``private_dir``): in /tmp, another user could have
+    made it first, with links to the user's files in it."""
     explicit = os.environ.get("MEMTRACKFS_RUNTIME_DIR")
     if explicit:
-        return explicit
-    if os.geteuid() == 0:
-        return "/run/memtrackfs"
-    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/memtrackfs-{os.geteuid()}"
-    return os.path.join(base, "memtrackfs") if "XDG_RUNTIME_DIR" in os.environ else base
+        path = explicit
+    elif os.geteuid() == 0:
+        path = "/run/memtrackfs"
+    elif os.environ.get("XDG_RUNTIME_DIR"):
+        path = os.path.join(os.environ["XDG_RUNTIME_DIR"], "memtrackfs")
+    else:
+        path = os.path.join(tempfile.gettempdir(), f"memtrackfs-{os.geteuid()}")
+    return private_dir(path)
+
+
+def private_dir(path: str) -> str:
+    """``path``, a directory of ours that nobody else may write: created (with its missing
+    parents) mode 0700, or, if it exists, checked: not a symbolic link, a directory, owned by us,
+    not writable by group or others. OSError EPERM, saying what is wrong, otherwise."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        problem = "is a symbolic link" if stat.S_ISLNK(info.st_mode) else "is not a directory"
+    elif info.st_uid != os.geteuid():
+        problem = f"belongs to uid {info.st_uid}, not to you (uid {os.geteuid()})"
+    elif info.st_mode & 0o022:
+        problem = f"is writable by others (mode {stat.S_IMODE(info.st_mode):04o})"
+    else:
+        return path
+    raise OSError(errno.EPERM, f"runtime directory {path} {problem}: refusing to use it (remove it, "
+                               "or set MEMTRACKFS_RUNTIME_DIR or XDG_RUNTIME_DIR to a directory of yours)")
 
 
 def default_socket_path(mountpoint: str) -> str:

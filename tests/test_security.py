@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -20,7 +22,8 @@ from typing import Iterator
 import pytest
 
 from memtrackfs.client import MemtrackClient, MemtrackError
-from memtrackfs.testing.helpers import Mount, start_mount
+from memtrackfs.mounts import default_socket_path, read_mounts
+from memtrackfs.testing.helpers import Mount, memtrackfs, start_mount
 
 MEMTRACK = "sys/kernel/debug/v4l2-memtrack"
 NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
@@ -337,3 +340,72 @@ def test_names_that_would_read_as_another_line_are_refused(memtrackfs_mount: Mou
     assert nodes["vpu/instance[2001/2001]"]["leaves"] == {name: [1, 512] for name in CLEAR}
     assert snap["processes"] == {"1000": {"tracked": 0, "dmabuf_kib": 0},
                                  "2001": {"tracked": len(CLEAR) * (4096 + 512), "dmabuf_kib": 0}}
+
+
+# -- files the daemon creates: never through another user's directory, link or file ----------------
+
+def test_a_runtime_dir_another_user_made_is_refused(world_dir: Path) -> None:
+    """Without $XDG_RUNTIME_DIR a user's sockets and logs go to $TMPDIR/memtrackfs-<uid>. If
+    someone else made that directory first (with a link from the log's name to one of the user's
+    files), the user's `memtrackfs mount` must refuse it, not truncate the file."""
+    nobody = pwd.getpwnam("nobody")
+    mnt, precious = world_dir / "mnt", world_dir / "precious.txt"
+    mnt.mkdir()
+    precious.write_text("the user's work\n")
+    for path in (mnt, precious):
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    tmp = world_dir / "tmp"  # the user's $TMPDIR: everyone may create in it, as in /tmp
+    tmp.mkdir()
+    tmp.chmod(0o1777)
+    trap = tmp / f"memtrackfs-{nobody.pw_uid}"
+    trap.mkdir()
+    trap.chmod(0o777)  # made by another user (root, here) before the victim
+    log_name = Path(default_socket_path(str(mnt))).with_suffix(".log").name
+    (trap / log_name).symlink_to(precious)
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("XDG_RUNTIME_DIR", "MEMTRACKFS_RUNTIME_DIR")}
+    try:
+        done = subprocess.run([*NOBODY, sys.executable, "-m", "memtrackfs", "mount", str(mnt)], capture_output=True,
+                              text=True, timeout=30, env={**env, "TMPDIR": str(tmp)})
+        assert done.returncode == 1, done
+        assert f"runtime directory {trap} belongs to uid 0, not to you (uid {nobody.pw_uid})" in done.stderr
+        assert precious.read_text() == "the user's work\n"
+    finally:
+        if any(m.mountpoint == str(mnt) for m in read_mounts()):
+            subprocess.run(["fusermount3", "-uz", str(mnt)])
+
+
+def test_a_socket_path_that_is_not_our_socket_is_refused_and_nothing_is_lost(world_dir: Path) -> None:
+    """--socket naming a file (or a link, or the log beside it being a link) must not delete it,
+    nor truncate the file the '.log' beside it names."""
+    data, victim = world_dir / "data.txt", world_dir / "victim.txt"
+    data.write_text("data\n")
+    (world_dir / "data.log").write_text("notes\n")
+    victim.write_text("victim\n")
+    (world_dir / "link.sock").symlink_to(victim)
+    (world_dir / "quiet.log").symlink_to(victim)
+    cases = {"data.txt": "exists and is a file, not a socket of ours",
+             "link.sock": "exists and is a symbolic link, not a socket of ours",
+             "quiet.sock": "daemon log {dir}/quiet.log is a symbolic link: refusing to write through it"}
+    try:
+        for name, complaint in cases.items():
+            done = memtrackfs("mount", str(world_dir / "mnt"), "--socket", str(world_dir / name), check=False)
+            assert done.returncode == 1 and complaint.format(dir=world_dir) in done.stderr.decode(), (name, done)
+        assert (data.read_text(), (world_dir / "data.log").read_text(), victim.read_text()) == \
+            ("data\n", "notes\n", "victim\n")
+    finally:
+        for entry in read_mounts():
+            if entry.mountpoint == str(world_dir / "mnt"):
+                memtrackfs("umount", entry.mountpoint, check=False)
+
+
+def test_the_daemon_log_is_appended_to_not_truncated(world_dir: Path) -> None:
+    log = world_dir / "driver.log"
+    log.write_text("an earlier run\n")
+    mount = start_mount(world_dir)
+    try:
+        assert stat.S_IMODE(os.stat(mount.socket.parent).st_mode) == 0o755  # ours, as it was
+        text = log.read_text()
+        assert text.startswith("an earlier run\nmemtrackfs: daemon pid ") and f"mounting {mount.path}" in text
+    finally:
+        mount.umount()

@@ -35,7 +35,6 @@ class Workdir:
 
     @classmethod
     def create(cls) -> "Workdir":
-        os.makedirs(runtime_dir(), mode=0o700, exist_ok=True)
         workdir = cls(tempfile.mkdtemp(prefix="run-", dir=runtime_dir()))
         os.mkdir(workdir.mnt)
         os.mkdir(workdir.proc)

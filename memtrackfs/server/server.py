@@ -22,6 +22,7 @@ import errno
 import logging
 import os
 import socket
+import stat
 import struct
 import threading
 import time
@@ -250,8 +251,8 @@ class DriverServer:
         if len(os.fsencode(self.path)) > 107:
             raise KernelError(errno.ENAMETOOLONG, f"socket path {self.path} is longer than the 107 bytes "
                                                   "a Unix socket address holds: choose a shorter --socket")
-        os.makedirs(os.path.dirname(self.path) or ".", mode=0o755, exist_ok=True)
-        self._remove_stale_socket()
+        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+        claim_socket_path(self.path)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)  # the socket is born 0600: no window where others may connect
         try:
@@ -261,19 +262,6 @@ class DriverServer:
         listener.listen(64)
         self._listener = listener
         threading.Thread(target=self._accept_loop, args=(listener,), name="driver-accept", daemon=True).start()
-
-    def _remove_stale_socket(self) -> None:
-        if not os.path.exists(self.path):
-            return
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(self.path)
-        except OSError:
-            os.unlink(self.path)  # nobody listens: a leftover of a killed daemon
-        else:
-            raise KernelError(errno.EADDRINUSE, f"another daemon is serving {self.path}")
-        finally:
-            probe.close()
 
     def _accept_loop(self, listener: socket.socket) -> None:
         """Accept until the socket is closed; no error of one connection ends the loop."""
@@ -350,6 +338,31 @@ class DriverServer:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+
+def claim_socket_path(path: str) -> None:
+    """Make way for the socket at ``path``: remove a leftover socket of ours that nobody serves;
+    refuse anything else there (a file, a link, another user's socket, a live daemon's)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.geteuid():
+        what = "a socket of uid %d" % info.st_uid if stat.S_ISSOCK(info.st_mode) else (
+            "a symbolic link" if stat.S_ISLNK(info.st_mode) else "a directory" if stat.S_ISDIR(info.st_mode)
+            else "a file")
+        raise KernelError(errno.EEXIST, f"{path} exists and is {what}, not a socket of ours: refusing to replace "
+                                        "it (choose another --socket)")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # nobody listens: a leftover of a killed daemon
+    else:
+        raise KernelError(errno.EADDRINUSE, f"another daemon is serving {path}")
+    finally:
+        probe.close()
 
 
 def _refuse(sock: socket.socket, refusal: KernelError) -> None:
