@@ -8,11 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from helpers import ROOT
 
 from memtrackfs.mounts import find_mount, is_stale, read_mounts
-from memtrackfs.testing.helpers import Mount, memtrackfs, start_mount
+from memtrackfs.testing.helpers import Mount, memtrackfs, start_mount, wait_for
 
 
 def daemon_pid(mount: Mount) -> int:
@@ -142,3 +143,28 @@ def test_durations_must_be_seconds_a_user_could_mean(tmp_path: Path, value: str)
         for entry in read_mounts():
             if entry.mountpoint.startswith(str(tmp_path)):
                 memtrackfs("umount", entry.mountpoint, check=False)
+
+
+def test_umount_and_mount_of_a_stopped_daemons_mount_finish_and_say_what_they_did(tmp_path: Path) -> None:
+    """A stopped daemon answers nothing: stat of its mount point waits for ever. umount detaches
+    the mount (lazily) and says so; mount refuses the mount point; neither waits for the daemon,
+    which exits by itself once it runs again."""
+    mount = start_mount(tmp_path)
+    with mount.client() as c:
+        pid = int(c.server["pid"])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        again = memtrackfs("mount", str(mount.path), "--socket", str(tmp_path / "other.sock"), check=False,
+                           timeout=30)
+        assert again.returncode == 1 and b"whose daemon does not answer (stopped?)" in again.stderr, again
+        done = memtrackfs("umount", str(mount.path), check=False, timeout=30)
+        assert done.returncode == 0, done
+        assert (f"memtrackfs: {mount.path} did not answer within 2 s (its daemon (pid {pid}) is stopped): "
+                "detached it (lazy unmount)").encode() in done.stdout, done.stdout
+        assert find_mount(str(mount.path)) is None
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        mount.umount()  # if it is still there
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+             what="the continued daemon to exit")
+    assert not mount.socket.exists()
