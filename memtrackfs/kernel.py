@@ -76,6 +76,9 @@ class Kernel:
                 listener()
 
     def _take_due_notifications(self) -> list[tuple[NotifyCallback, Node, int]]:
+        if self.tracker.notify_dropped:
+            self._delayed.cancel(self.tracker.notify_dropped)
+            self.tracker.notify_dropped = []
         due = self.tracker.notify_due
         if not due:
             return []

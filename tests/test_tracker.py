@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import errno
+import gc
+import tracemalloc
 
 import pytest
 
@@ -104,3 +106,34 @@ def test_leak_report_only_when_enabled_and_non_empty(kernel: Kernel) -> None:
         "v4l2-memtrack:   (unnamed): usage=4096 bytes, count=0",
         "v4l2-memtrack:     udata [leaf]: usage=4096 bytes, count=1"]
     assert {r.level for r in kernel.log.records} == {7}
+
+
+def test_a_destroyed_node_is_not_kept_for_its_pending_notification() -> None:
+    """A change schedules a watched node's coalesced notification (up to 2^31-1 ms away); if the
+    node is destroyed meanwhile, its subtree must be freed now, not when the work would run."""
+    kernel = Kernel()
+    try:
+        def build() -> None:
+            with kernel.transaction() as k:
+                root = k.tracker.create_root("watched", 1, 1)
+                k.tracker.register_notify(root, lambda node, usage: None)
+                k.tracker.set_notify_delay(root, 2**31 - 1)
+                for i in range(20_000):
+                    k.tracker.add(root, 4096, f"buffer{i}", 1, 1)  # scheduled at the first
+            with kernel.transaction() as k:
+                k.tracker.destroy(k.tracker.roots["watched"])
+
+        build()  # warm up the allocator and the name cache
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(3):
+                build()
+            gc.collect()
+            kept = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert kept < 1 << 20, f"{kept >> 10} KiB kept after destroying 3 x 20000 leaves"
+    finally:
+        kernel.shutdown()

@@ -9,8 +9,9 @@ data structures differ so that no operation re-sums a subtree:
   leaf's size and hands out no pointer to one), kept in an insertion-ordered dict of children and
   indexed by ``(name, bytes)`` so the leaf a named ``sub`` removes is found without a scan.
 
-Pure model: no locks, no I/O, no threads. The owner (``Kernel``) serialises every call, and
-delivers notifications from ``notify_due`` after releasing its lock.
+Pure model: no locks, no I/O, no threads. The owner (``Kernel``) serialises every call, delivers
+notifications from ``notify_due`` after releasing its lock, and cancels the delayed ones of the
+nodes in ``notify_dropped``.
 """
 from __future__ import annotations
 
@@ -129,6 +130,7 @@ class Tracker:
         self.log = log
         self.roots: dict[str, Node] = {}
         self.notify_due: list[Node] = []  # nodes whose callbacks an operation triggered
+        self.notify_dropped: list[Node] = []  # destroyed nodes, whose delayed notifications are cancelled
         self._names: dict[str, str] = {}
         sites = {site.function: site for site in log.sites}
         self._header_site = sites[LEAK_HEADER_SITE.function]
@@ -274,6 +276,7 @@ class Tracker:
         for n in dead:
             n.alive = False
             n.notify = None
+        self.notify_dropped.extend(dead)
         parent = node.parent
         if parent is None:
             del self.roots[node.name]
