@@ -104,8 +104,8 @@ class Kernel:
         try:
             callback(node, usage)
         except Exception as exc:  # a broken watcher must not break the writer that notified it
-            with self.transaction():
-                self.log.emit(LEVEL_WARNING, f"memtrackfs: notify callback failed: {exc!r}")
+            with self.transaction() as k:
+                k.log.emit(LEVEL_WARNING, f"memtrackfs: notify callback failed: {exc!r}")
 
     # -- settling: the releases of exited processes ----------------------------------------------
 

@@ -22,6 +22,7 @@ from typing import Iterable
 import psutil
 import pytest
 
+from memtrackfs.fs.entries import MAX_PINNED_PER_UID
 from memtrackfs.mounts import is_stale
 from memtrackfs.server.server import MAX_CONNECTIONS_PER_UID
 from memtrackfs.testing.helpers import (
@@ -491,3 +492,61 @@ def test_a_flooding_client_does_not_hold_up_another(memtrackfs_mount: Mount) -> 
         finally:
             flooder.kill()
             flooder.wait()
+
+
+# -- open files and the renderings they hold --------------------------------------------------------
+
+def _big_tree(mount: Mount, leaves: int = 50_000) -> str:
+    """A tracker file of about 3 MB; returns its path relative to the mount."""
+    with mount.client() as c:
+        root = c.call("root", name="big")["node"]
+        futures = [c.submit("add", node=root, bytes=4096, name=f"buffer-{i}") for i in range(leaves)]
+        for future in futures:
+            future.result(60)
+    return f"{TREE}/big"
+
+
+def test_opens_of_the_same_state_share_one_rendering(memtrackfs_mount: Mount) -> None:
+    """100 open files of a 3 MB file, each read once, the model unchanged: one rendering between
+    them, not 100 (15,000 such fds took a daemon from 20 to 649 MiB)."""
+    mount = memtrackfs_mount
+    path = mount / _big_tree(mount)
+    daemon = psutil.Process(daemon_pid(mount))
+    rss = daemon.memory_info().rss
+    files = [open(path, "rb", buffering=0) for _ in range(100)]
+    try:
+        assert all(f.read(1) == b"T" for f in files)
+        grown = daemon.memory_info().rss - rss
+        assert grown < 64 << 20, f"100 opens of one state hold {grown >> 20} MiB"
+    finally:
+        for f in files:
+            f.close()
+
+
+def test_what_one_user_can_pin_in_open_files_is_capped(memtrackfs_mount: Mount) -> None:
+    """Each open of a new state holds its own rendering; one user's open files may hold at most
+    MAX_PINNED_PER_UID, past which a read fails with ENOMEM. Closing them frees it all."""
+    mount = memtrackfs_mount
+    path = mount / _big_tree(mount)
+    daemon = psutil.Process(daemon_pid(mount))
+    rss = daemon.memory_info().rss
+    files, refused = [], None
+    try:
+        with mount.client() as c:
+            for _ in range(200):  # 200 renderings of 3 MB: more than the cap
+                c.call("roots")  # a transaction: the next open renders anew
+                f = open(path, "rb", buffering=0)
+                files.append(f)
+                try:
+                    f.read(1)
+                except OSError as exc:
+                    refused = exc
+                    break
+        assert refused is not None and refused.errno == errno.ENOMEM, refused
+        grown = daemon.memory_info().rss - rss
+        assert grown < MAX_PINNED_PER_UID + (64 << 20), f"{len(files)} opens hold {grown >> 20} MiB"
+    finally:
+        for f in files:
+            f.close()
+    with open(path, "rb") as f:
+        assert f.read(1) == b"T"

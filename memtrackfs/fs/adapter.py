@@ -17,7 +17,17 @@ import time
 from typing import Any, Callable, NoReturn, Optional
 
 from memtrackfs.fs.context import caller, fuse
-from memtrackfs.fs.entries import DeviceFile, Directory, Entry, File, IoctlFailed, KmsgFile, OpenFile, Symlink
+from memtrackfs.fs.entries import (
+    DeviceFile,
+    Directory,
+    Entry,
+    File,
+    IoctlFailed,
+    KmsgFile,
+    OpenFile,
+    PinnedRenderings,
+    Symlink,
+)
 from memtrackfs.fs.fuselib import keeping_thread_state
 from memtrackfs.fs.poll import PollHandles
 from memtrackfs.server.usermem import copy_from_user
@@ -33,6 +43,7 @@ class MemtrackOperations(fuse.Operations):
         self.tree = tree
         self._on_ready = on_ready
         self._open: dict[int, OpenFile] = {}   # dict get/set/pop are atomic: no lock needed
+        self._pins = PinnedRenderings()        # what each user's open files hold
         self._fh = itertools.count(1)
         self._owner = (os.geteuid(), os.getegid())
         self._attrs: dict[tuple[int, int, int], dict[str, int]] = {}  # one attribute dict per kind
@@ -133,7 +144,7 @@ class MemtrackOperations(fuse.Operations):
 
     def open(self, path: str, fi: Any) -> int:
         entry = self._file(path)
-        handle = OpenFile(entry, next(self._fh))
+        handle = OpenFile(entry, next(self._fh), fuse.fuse_get_context()[0], self._pins)
         handle.interrupted = self._interrupted
         entry.on_open(self.kernel, handle)
         if isinstance(entry, DeviceFile):
@@ -278,6 +289,8 @@ class MemtrackOperations(fuse.Operations):
     def release(self, path: str, fi: Any) -> int:
         self.poll_handles.forget(fi.fh)
         handle = self._open.pop(fi.fh, None)
+        if handle is not None:
+            handle.close()
         if handle is not None and isinstance(handle.entry, DeviceFile):
             with self.kernel.lock:
                 self.kernel.files.releasing(handle.file_key)

@@ -28,18 +28,70 @@ def _never() -> bool:
     return False
 
 
+MAX_PINNED_PER_UID = 256 << 20  # renderings the open files of one user may hold
+
+
+class PinnedRenderings:
+    """What each user's open files hold in renderings, each distinct rendering counted once; a
+    rendering that would take a user past ``limit`` is refused (ENOMEM, as seq_file's buffer
+    allocation fails). Its lock is a leaf."""
+
+    def __init__(self, limit: int = MAX_PINNED_PER_UID) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._held: dict[int, dict[int, list[Any]]] = {}  # uid -> id(rendering) -> [rendering, opens]
+        self._bytes: dict[int, int] = {}
+
+    def swap(self, uid: int, old: Optional[bytes], new: bytes) -> None:
+        """An open file of ``uid`` drops ``old`` (if any) and holds ``new``."""
+        with self._lock:
+            if old is not None:
+                self._drop(uid, old)
+            held = self._held.setdefault(uid, {})
+            entry = held.get(id(new))
+            if entry is not None:
+                entry[1] += 1
+                return
+            total = self._bytes.get(uid, 0) + len(new)
+            if total > self._limit:
+                if not held:
+                    del self._held[uid]
+                raise KernelError(errno.ENOMEM, f"the open files of uid {uid} hold {self._bytes.get(uid, 0) >> 20} "
+                                                f"MiB of file contents; at most {self._limit >> 20} MiB: close some")
+            held[id(new)] = [new, 1]
+            self._bytes[uid] = total
+
+    def release(self, uid: int, old: bytes) -> None:
+        with self._lock:
+            self._drop(uid, old)
+
+    def _drop(self, uid: int, old: bytes) -> None:
+        held = self._held[uid]
+        entry = held[id(old)]
+        entry[1] -= 1
+        if not entry[1]:
+            del held[id(old)]
+            self._bytes[uid] -= len(old)
+            if not held:
+                del self._held[uid], self._bytes[uid]
+
+
 class OpenFile:
-    """One open() of a file: its entry, its snapshot (see GeneratedFile), and what a read needs
-    to know of the caller: the file's status flags now (O_NONBLOCK may be set after open) and
-    whether the caller was interrupted by a signal (set by the adapter)."""
+    """One open() of a file: its entry, who opened it (``uid``), its snapshot (see GeneratedFile),
+    and what a read needs to know of the caller: the file's status flags now (O_NONBLOCK may be
+    set after open) and whether the caller was interrupted by a signal (set by the adapter).
+    ``lock``: one read at a time, as seq_file's mutex (a read at offset 0 renders anew while
+    another thread reads the same file)."""
 
-    __slots__ = ("entry", "fh", "snapshot", "generation", "fresh_until", "cursor", "offset", "flags",
-                 "interrupted", "file_key", "users", "__weakref__")
+    __slots__ = ("entry", "fh", "uid", "snapshot", "pinned", "generation", "fresh_until", "cursor", "offset",
+                 "flags", "interrupted", "file_key", "users", "lock", "_pins", "__weakref__")
 
-    def __init__(self, entry: "File", fh: int) -> None:
+    def __init__(self, entry: "File", fh: int, uid: int = 0, pins: Optional[PinnedRenderings] = None) -> None:
         self.entry = entry
         self.fh = fh
+        self.uid = uid
         self.snapshot: Optional[bytes] = None
+        self.pinned: Optional[bytes] = None  # the snapshot counted against the user's limit
         self.generation = -1  # Kernel.generation the snapshot was rendered at
         self.fresh_until = 0.0  # until then, the first read serves the snapshot taken at open
         self.cursor = 0  # dev/kmsg: sequence number of the next record to return
@@ -49,6 +101,26 @@ class OpenFile:
         # Device nodes: the kernel's record of it (``Kernel.files``), and the tgids that used it.
         self.file_key = 0
         self.users: set[int] = set()
+        self.lock = threading.Lock()
+        self._pins = pins
+
+    def pin(self) -> None:
+        """Count this open's snapshot against its user's limit (ENOMEM past it: then it holds
+        none). Openers of the same model state share one rendering; each counts it once."""
+        if self.snapshot is self.pinned or self._pins is None:
+            return
+        old, self.pinned = self.pinned, None
+        try:
+            self._pins.swap(self.uid, old, self.snapshot)
+        except KernelError:
+            self.snapshot = None
+            raise
+        self.pinned = self.snapshot
+
+    def close(self) -> None:
+        if self.pinned is not None and self._pins is not None:
+            self._pins.release(self.uid, self.pinned)
+        self.pinned = self.snapshot = None
 
 
 # A rendering measured by a lookup is the one the open right after it serves, if that open and
@@ -137,7 +209,11 @@ class GeneratedFile(File):
     an open whose first read has not come yet takes each new measure (``_waiting``). A first read
     that comes late (past MEASURE_VALID) shows the content of then, as seq_file shows it at the
     first read; one after the model changed renders too, so that a file whose object is gone
-    fails as the kernel's does (sysfs ENODEV, debugfs EIO)."""
+    fails as the kernel's does (sysfs ENODEV, debugfs EIO).
+
+    Renderings are immutable and shared: every open and measure at one model state
+    (``Kernel.generation``) gets the same bytes, rendered once, so many open files cost one
+    rendering, not one each; what a user's open files hold is capped (``PinnedRenderings``)."""
 
     def __init__(self, render: Callable[[], bytes],
                  write: Optional[Callable[[bytes], None]] = None) -> None:
@@ -147,11 +223,20 @@ class GeneratedFile(File):
         # What the last st_size() measured: (when, the model's generation, the rendering).
         self._measured: tuple[float, int, Optional[bytes]] = (0.0, -1, None)
         self._waiting: weakref.WeakSet[OpenFile] = weakref.WeakSet()  # opened, not read yet
+        self._rendered: tuple[int, bytes] = (-1, b"")  # (generation, rendering), under Kernel.lock
+
+    def _rendering(self, kernel: Kernel) -> bytes:
+        """The rendering of the model's state now (under Kernel.lock): made once per generation."""
+        generation, rendering = self._rendered
+        if generation != kernel.generation:
+            rendering = self.render()
+            self._rendered = (kernel.generation, rendering)
+        return rendering
 
     def st_size(self, kernel: Kernel) -> int:
         with kernel.lock:
             try:
-                rendering = self.render()
+                rendering = self._rendering(kernel)
             except KernelError:
                 return 0  # the read says why
             self._measured = (time.monotonic(), kernel.generation, rendering)
@@ -172,17 +257,20 @@ class GeneratedFile(File):
                 self._waiting.add(handle)
 
     def read(self, kernel: Kernel, handle: OpenFile, size: int, offset: int) -> bytes:
-        if handle.snapshot is None or offset == 0:
-            with kernel.lock:
-                self._waiting.discard(handle)
-                fresh = handle.snapshot is not None and time.monotonic() <= handle.fresh_until
-                handle.fresh_until = 0.0
-                # The model unchanged since the measure: the snapshot is what a rendering now gives.
-                if not (fresh and kernel.generation == handle.generation):
-                    current = self.render()  # fails if the object is gone
-                    if not fresh:
-                        handle.snapshot, handle.generation = current, kernel.generation
-        return handle.snapshot[offset:offset + size]
+        with handle.lock:
+            if handle.snapshot is None or offset == 0:
+                with kernel.lock:
+                    self._waiting.discard(handle)
+                    fresh = handle.snapshot is not None and time.monotonic() <= handle.fresh_until
+                    handle.fresh_until = 0.0
+                    # The model unchanged since the measure: the snapshot is what a rendering now gives.
+                    if not (fresh and kernel.generation == handle.generation):
+                        current = self._rendering(kernel)  # fails if the object is gone
+                        if not fresh:
+                            handle.snapshot, handle.generation = current, kernel.generation
+                handle.pin()
+            assert handle.snapshot is not None
+            return handle.snapshot[offset:offset + size]
 
     def write(self, data: bytes) -> None:
         if self._write is None:

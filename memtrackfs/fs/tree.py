@@ -146,7 +146,8 @@ def build_tree(kernel: Kernel) -> Directory:
         return None if node is None else DeviceFile(node, kernel.driver_timeout)
 
     # One entry per root, kept across lookups: an open serves what the lookup before it measured
-    # (GeneratedFile), so both must find the same entry. Runs under Kernel.lock.
+    # (GeneratedFile), so both must find the same entry, and opens of one state share its
+    # rendering. Runs under Kernel.lock.
     memtrack_files: dict[str, tuple[Node, GeneratedFile]] = {}
 
     def memtrack_lookup(name: str) -> Optional[Entry]:
