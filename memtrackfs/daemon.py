@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import resource
 import select
 import shutil
 import signal
@@ -108,6 +109,12 @@ def serve(mountpoint: str, options: MountOptions, on_ready: Callable[[], None]) 
 
     if "," in options.socket_path:
         raise KernelError(errno.EINVAL, f"socket path {options.socket_path!r} may not contain ','")
+    # One descriptor per connection: a soft limit of 1024 would come before the socket's caps
+    # (README "Limits of the socket"); 4096 leaves room for FUSE and /proc reads beside them.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     kernel = Kernel(driver_timeout=options.driver_timeout, heaps=options.heaps,
                     board=board(options.board, options.bsp))
     server = DriverServer(kernel, options.socket_path)

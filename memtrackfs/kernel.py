@@ -1,13 +1,8 @@
 """The emulated kernel: the whole model behind one lock, and the delivery of notifications.
 
-Lock discipline (the only rules; see README "Locking"):
-1. ``Kernel.lock`` guards every model object (tracker, kernel log, dynamic debug sites, device
-   table, dma-bufs and heaps, and the server's handle registry). Every read or change of them
-   happens inside ``transaction()``.
-2. Nothing blocking happens under it: no socket or FUSE I/O, no callbacks. Notification callbacks
-   are collected during the transaction and called after the lock is released.
-3. Other locks (``DelayedWork``'s condition, a connection's send lock, the FUSE handle table) are
-   leaves: they may be taken while ``Kernel.lock`` is held, and none is held while taking it.
+``Kernel.lock`` guards every model object; ``transaction()`` holds it for one operation and
+delivers the notifications it caused after releasing it. The lock discipline of the whole daemon
+is written once, in the README ("Locking").
 """
 from __future__ import annotations
 

@@ -19,6 +19,9 @@
    same commands in the host's mount namespace, run alternately by one process inside the run
    (setns for the host's turns); with libfuse3 (the default) and with fusepy 3.0.1 on libfuse2
    when scripts/test.sh has installed it.
+8. fairness and memory under a flood: one client's request-reply latency while another pipelines
+   heavy requests (target: median under 50 ms), and the daemon's RSS while a client pipelines
+   requests with large replies and never reads them (10 s each; 3 s with --quick).
 
 Every figure is the median of repeated runs with the spread (min..max) over them; comparisons are
 ratios per run, measured interleaved. The bench mounts its own filesystems in a temp dir and
@@ -73,7 +76,7 @@ def fmt_num(value: float, unit: str) -> str:
     if unit == "s":
         return f"{value:.3f}" if value < 10 else f"{value:.1f}"
     if unit == "ms":
-        return f"{value:.1f}"
+        return f"{value:.1f}" if value >= 1 else f"{value:.2f}"
     if unit in ("x", "B/leaf"):
         return f"{value:.2f}" if value < 10 else f"{value:.1f}"
     if unit == "ops/s":
@@ -787,6 +790,109 @@ def bench_run_proc(b: Bench) -> None:
                   note=f"medians: host {host_ms:.1f} ms, inside the run {run_ms:.1f} ms")
 
 
+# -- 8. fairness and memory under a flooding client ------------------------------------------------
+
+FLOODER = r"""
+import socket, sys, threading, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+until = time.monotonic() + float(sys.argv[2])
+batch = b'{"id":7,"op":"heaps"}\n' * 2000
+sent = [0]
+def writer():
+    while time.monotonic() < until:
+        s.sendall(batch)
+        sent[0] += 2000
+threading.Thread(target=writer, daemon=True).start()
+got = s.recv(1 << 20).count(b"\n")
+print("flooding", flush=True)
+while time.monotonic() < until or got < sent[0]:
+    got += s.recv(1 << 20).count(b"\n")
+print(got, flush=True)
+"""
+
+
+def fragment_cma(client: RawClient, buffers: int = 4000) -> None:
+    """Every other page of the CMA heap free: a `heaps` request then lists thousands of free
+    ranges (about 1 ms of work for a reply of 300 bytes): a heavy request, cheap to send."""
+    ids = [client.call("heap_alloc", heap="cma", bytes=4096)["buffer"] for _ in range(buffers)]
+    for buffer in ids[::2]:
+        client.call("put", buffer=buffer)
+
+
+def round_trips_ms(client: RawClient, node: int, seconds: float, every: float = 0.02) -> list[float]:
+    """Latencies of request-reply exchanges due every ``every`` seconds (50 a second, as a driver's
+    calls for a 30 fps stream), each counted from when it was due: one sent late because the
+    previous reply was late waited that long too (asking only once the last answer came would
+    sample the quiet moments far more often than the stalls)."""
+    line = b'{"id":1,"op":"read","node":%d}\n' % node
+    times, start = [], time.perf_counter()
+    due = start
+    while due - start < seconds:
+        time.sleep(max(0.0, due - time.perf_counter()))
+        client.request_reply([line], 1)
+        times.append((time.perf_counter() - due) * 1000)
+        due += every
+    return times
+
+
+def bench_flood(b: Bench) -> None:
+    """One client floods (pipelined `heaps`, read as fast as it can) while another makes
+    request-reply exchanges; then a client that never reads its replies pipelines `roots` with
+    large replies. The long-running variant of tests/test_faults.py's flood tests."""
+    import psutil
+
+    r = b.results
+    runs, seconds = (3, 3.0) if b.quick else (5, 10.0)
+    _, sock, pid = b.mount_memtrackfs("flood")
+    daemon = psutil.Process(pid)
+    setup, other = RawClient(sock), RawClient(sock)
+    fragment_cma(setup)
+    node = other.call("root", name="other")["node"]
+    quiet, flooded, p95, served = [], [], [], []
+    for _ in range(runs):
+        quiet.append(statistics.median(round_trips_ms(other, node, 1.0)))
+        flooder = b.spawn([PY, "-c", FLOODER, sock, str(seconds)], stdout=subprocess.PIPE, text=True)
+        if flooder.stdout.readline() != "flooding\n":
+            raise RuntimeError("the flooding client did not start")
+        times = round_trips_ms(other, node, seconds * 0.8)
+        flood_replies = int(flooder.stdout.readline())
+        flooder.wait(30)
+        flooded.append(statistics.median(times))
+        p95.append(sorted(times)[int(len(times) * 0.95)])
+        served.append(flood_replies / seconds)
+    # A client that never reads: 300 roots with 200-character names make each `roots` reply 70 KB.
+    for i in range(300):
+        setup.call("root", name=f"{i:04d}".ljust(200, "x"))
+    rss_growth = []
+    for _ in range(runs):
+        rss = daemon.memory_info().rss
+        hog = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        hog.connect(sock)
+        hog.setblocking(False)
+        sent, until = 0, time.monotonic() + seconds
+        while time.monotonic() < until:
+            try:
+                hog.send(b'{"id":7,"op":"roots"}\n' * 100)
+                sent += 100
+            except BlockingIOError:
+                round_trips_ms(other, node, 0.05)  # the daemon stopped reading it; others are served
+        rss_growth.append((daemon.memory_info().rss - rss) / (1 << 20))
+        hog.close()
+        wait_until(lambda: daemon.num_fds() <= 12, 10, "the hog's connection to close")
+    setup.close()
+    other.close()
+    r.raw["flood"] = {"quiet_ms": quiet, "flooded_ms": flooded, "p95_ms": p95, "flood_replies_per_s": served,
+                      "rss_growth_mib": rss_growth, "seconds": seconds}
+    r.add("8", "flood: another client's round trip, median", summary(flooded), "ms", "<= 50 ms",
+          lambda v: v <= 50, f"request-reply `read` while a client pipelines `heaps` for {seconds:g} s")
+    r.add("8", "flood: another client's round trip, p95", summary(p95), "ms")
+    r.add("8", "flood: the same without the flood", summary(quiet), "ms")
+    r.add("8", "flood: the flooding client's replies", summary(served), "ops/s", note="`heaps` on a fragmented CMA heap")
+    r.add("8", "flood: daemon RSS growth, client never reads", summary(rss_growth), "MiB", "<= 48 MiB",
+          lambda v: v <= 48, f"pipelined `roots` (70 KB replies) for {seconds:g} s, none read")
+
+
 # -- report ---------------------------------------------------------------------------------------------
 
 def machine_facts() -> dict[str, Any]:
@@ -832,8 +938,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a fast smoke run: fewer runs, trees up to 100k")
     parser.add_argument("--json", metavar="FILE", help="write every figure and run to FILE")
-    parser.add_argument("--only", metavar="LIST", default="small,device,throughput,tree,decode,run",
-                        help="comma-separated sections: small,device,throughput,tree,decode,run (default: all)")
+    parser.add_argument("--only", metavar="LIST", default="small,device,throughput,tree,decode,run,flood",
+                        help="comma-separated sections: small,device,throughput,tree,decode,run,flood (default: all)")
     parser.add_argument("--worker", nargs=2, metavar=("SOCKET", "OPS"), help=argparse.SUPPRESS)
     parser.add_argument("--run-worker", nargs=2, type=int, metavar=("HOST_NS_FD", "ROUNDS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -865,7 +971,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 ("throughput", "3", "allocation throughput", lambda: bench_throughput(bench, sock)),
                 ("tree", "2", "tree scale and memory", lambda: bench_tree_and_memory(bench)),
                 ("decode", "6", "V4L2 decode with v4l2-ctl", lambda: bench_decode(bench)),
-                ("run", "7", "/proc inside memtrackfs run", lambda: bench_run_proc(bench))):
+                ("run", "7", "/proc inside memtrackfs run", lambda: bench_run_proc(bench)),
+                ("flood", "8", "fairness and memory under a flood", lambda: bench_flood(bench))):
             if name not in sections:
                 continue
             log(f"{title} ...")
@@ -882,7 +989,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 130
     bench.close()
     elapsed = time.monotonic() - started
-    order = {"1": 0, "2": 1, "3": 2, "4": 3, "5": 4, "6": 5, "7": 6}
+    order = {"1": 0, "2": 1, "3": 2, "4": 3, "5": 4, "6": 5, "7": 6, "8": 7}
     bench.results.figures.sort(key=lambda fig: order[fig["number"]])
     print_table(bench.results, machine, command, elapsed)
     if args.json:
