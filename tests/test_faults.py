@@ -63,6 +63,15 @@ def daemon_pid(mount: Mount) -> int:
         return int(c.server["pid"])
 
 
+def connect_raw(mount: Mount, first: bytes = b"") -> socket.socket:
+    """A raw connection to the mount's socket, ``first`` sent already."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(str(mount.socket))
+    if first:
+        s.sendall(first)
+    return s
+
+
 def start_app(mount: Mount, *args: str) -> subprocess.Popen:
     """``vpu-sim play`` streaming; returns once it has printed its first progress line."""
     app = subprocess.Popen([sys.executable, "-m", "vpu_sim", "play", "--mount", str(mount.path), *args],
@@ -219,13 +228,9 @@ def test_a_client_that_stalls_mid_request_blocks_nobody(memtrackfs_mount: Mount)
     try:
         # Half a request line, then silence; 50 of them.
         for _ in range(50):
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.connect(str(mount.socket))
-            s.sendall(b'{"id": 1, "op": "root", "na')
-            stalled.append(s)
+            stalled.append(connect_raw(mount, b'{"id": 1, "op": "root", "na'))
         # And one that pipelines far more than its socket holds and never reads the replies.
-        flood = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        flood.connect(str(mount.socket))
+        flood = connect_raw(mount)
         flood.setblocking(False)
         request = b'{"id": 7, "op": "roots"}\n'
         try:
@@ -364,10 +369,7 @@ def test_the_socket_survives_running_out_of_file_descriptors(memtrackfs_mount: M
     peers = []
     try:
         for _ in range(6):
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.connect(str(mount.socket))
-            s.sendall(b'{"id": 1, "op": "roots"}\n')
-            peers.append(s)
+            peers.append(connect_raw(mount, b'{"id": 1, "op": "roots"}\n'))
         wait_for(lambda: daemon.num_fds() >= limit, what="the daemon to reach its fd limit")
         answered = []
         for s in peers:
@@ -395,9 +397,7 @@ def test_connections_are_capped_per_user_with_a_clear_refusal(memtrackfs_mount: 
     peers = []
     try:
         for _ in range(MAX_CONNECTIONS_PER_UID):
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.connect(str(mount.socket))
-            peers.append(s)
+            peers.append(connect_raw(mount))
         # Each one is served (the last one too, so all have been accepted).
         peers[-1].sendall(b'{"id": 1, "op": "roots"}\n')
         peers[-1].settimeout(10)
@@ -429,8 +429,7 @@ def test_a_client_that_never_reads_its_replies_pins_little(memtrackfs_mount: Mou
     _roots_flood(mount, 300, 200)  # each `roots` reply: about 70 KB
     daemon = psutil.Process(daemon_pid(mount))
     rss = daemon.memory_info().rss
-    flood = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    flood.connect(str(mount.socket))
+    flood = connect_raw(mount)
     flood.setblocking(False)
     sent = 0
     try:
