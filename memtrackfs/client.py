@@ -18,6 +18,7 @@ import json
 import queue
 import socket
 import threading
+import traceback
 from concurrent.futures import Future
 from typing import Any, Callable, Optional
 
@@ -111,7 +112,10 @@ class MemtrackClient:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         if "event" in message:
-            self._on_event(message)
+            try:
+                self._on_event(message)
+            except Exception:  # a bug in the handler must not stop the replies of every call
+                traceback.print_exc()
             return
         with self._lock:
             future = self._pending.pop(message.get("id"), None)

@@ -9,6 +9,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -211,3 +212,21 @@ def test_connections_are_capped_in_all(tmp_path, monkeypatch) -> None:
             client.close()
         server.close()
         kernel.shutdown()
+
+
+def test_an_event_handler_that_raises_does_not_stop_the_client(mount: Mount, capfd) -> None:
+    """The client reads replies and events on one thread: a handler's exception (a driver's bug)
+    is printed, and the replies of every later call still arrive."""
+    raised = threading.Event()
+
+    def broken(event: dict) -> None:
+        raised.set()
+        raise RuntimeError(f"handler bug on {event['event']}")
+
+    with mount.client(on_event=broken) as c:
+        node = c.call("root", name="n")["node"]
+        c.call("watch", node=node)
+        c.call("add", node=node, bytes=1)  # a notify event: the handler raises
+        assert raised.wait(5)
+        assert c.call("read", node=node, timeout=5)["bytes"] == 1
+    assert "RuntimeError: handler bug on notify" in capfd.readouterr().err
