@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import json
 import math
-import threading
 from typing import Any, Optional
 
 from memtrackfs.errors import KernelError
@@ -21,29 +20,35 @@ _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=
 _encode_ascii = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
-class NotFinite:
-    """What NaN, Infinity and out-of-range floats (1e400) decode to: JSON cannot say them, so no
-    reply could echo them. A request holding one is refused (``decode_request``)."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        _parsing.not_finite += 1
-
-    def __repr__(self) -> str:
-        return self.text
+class _NotFinite(Exception):
+    """NaN, Infinity or a float too large (1e400): JSON cannot say them, so no reply could echo
+    them. Raised by the strict decoder; the lenient one marks them (``_Marked``) instead."""
 
 
-_parsing = threading.local()  # .not_finite: how many NotFinite the current decode made
+class _Marked:
+    __slots__ = ()
 
 
-def _float(text: str) -> Any:
+def _refuse(text: str) -> Any:
+    raise _NotFinite(text)
+
+
+def _finite(text: str) -> float:
     value = float(text)
-    return value if math.isfinite(value) else NotFinite(text)
+    if not math.isfinite(value):
+        raise _NotFinite(text)
+    return value
 
 
-_decode = json.JSONDecoder(parse_constant=NotFinite, parse_float=_float).decode
+def _mark_float(text: str) -> Any:
+    value = float(text)
+    return value if math.isfinite(value) else _Marked()
+
+
+# The strict decoder costs nothing more than json's own for requests without floats; the lenient
+# one only runs to answer a refused request under its id.
+_decode = json.JSONDecoder(parse_constant=_refuse, parse_float=_finite).decode
+_decode_marking = json.JSONDecoder(parse_constant=lambda text: _Marked(), parse_float=_mark_float).decode
 
 
 class RequestError(KernelError):
@@ -54,13 +59,13 @@ class RequestError(KernelError):
         self.request_id = request_id
 
 
-def _holds_not_finite(value: Any) -> bool:
-    if isinstance(value, NotFinite):
+def _holds_marked(value: Any) -> bool:
+    if isinstance(value, _Marked):
         return True
     if isinstance(value, dict):
-        return any(_holds_not_finite(v) for v in value.values())
+        return any(_holds_marked(v) for v in value.values())
     if isinstance(value, list):
-        return any(_holds_not_finite(v) for v in value)
+        return any(_holds_marked(v) for v in value)
     return False
 
 
@@ -74,17 +79,18 @@ def encode(message: dict[str, Any]) -> bytes:
 def decode_request(line: bytes) -> dict[str, Any]:
     """The request on one line. RequestError: EBADMSG if it is no JSON object; EINVAL if it
     holds NaN or an infinity (answered under its id, unless the id is what holds one)."""
-    _parsing.not_finite = 0
     try:
-        request = _decode(line.decode("utf-8"))
+        text = line.decode("utf-8")
+        request = _decode(text)
+    except _NotFinite:
+        marked = _decode_marking(text)
+        request_id = marked.get("id") if isinstance(marked, dict) else None
+        raise RequestError(errno.EINVAL, "NaN and infinite numbers are not JSON: refused",
+                           None if _holds_marked(request_id) else request_id) from None
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: absurd nesting
         raise RequestError(errno.EBADMSG, f"request is not a JSON object on one line: {exc}") from None
     if not isinstance(request, dict):
         raise RequestError(errno.EBADMSG, "request must be a JSON object")
-    if _parsing.not_finite:
-        request_id = request.get("id")
-        raise RequestError(errno.EINVAL, "NaN and infinite numbers are not JSON: refused",
-                           None if _holds_not_finite(request_id) else request_id)
     return request
 
 
@@ -107,23 +113,27 @@ class LineReader:
         self._discarding = False       # inside an over-long line, dropping bytes up to its newline
 
     def feed(self, data: bytes) -> list[Optional[bytes]]:
-        lines: list[Optional[bytes]] = []
-        start = 0
-        while (end := data.find(b"\n", start)) >= 0:
-            piece = data[start:end]
-            start = end + 1
+        if b"\n" not in data:  # a piece of a line: kept, not joined yet
             if self._discarding:
-                self._discarding = False  # the end of the over-long line
-                continue
-            if self._parts:
-                self._parts.append(piece)
-                piece = b"".join(self._parts)
-                self._parts, self._size = [], 0
-            lines.append(piece if len(piece) <= self._max else None)
-        if start < len(data) and not self._discarding:
-            self._parts.append(data[start:])
-            self._size += len(data) - start
-            if self._size > self._max:
-                self._parts, self._size, self._discarding = [], 0, True
-                lines.append(None)
-        return lines
+                return []
+            self._parts.append(data)
+            self._size += len(data)
+            return self._overflow()
+        lines: list[Optional[bytes]] = list(data.split(b"\n"))  # only the new bytes are split
+        rest = lines.pop()
+        if self._discarding:
+            self._discarding = False
+            del lines[0]  # the end of the over-long line
+        elif self._parts:
+            lines[0] = b"".join([*self._parts, lines[0]])  # type: ignore[list-item]
+        if lines and max(map(len, lines)) > self._max:  # type: ignore[arg-type]
+            lines = [line if len(line) <= self._max else None for line in lines]  # type: ignore[arg-type]
+        self._parts, self._size = ([rest], len(rest)) if rest else ([], 0)
+        return lines + self._overflow()
+
+    def _overflow(self) -> list[Optional[bytes]]:
+        """Past ``max_line`` bytes without a newline: report the line (once) and drop the rest."""
+        if self._size <= self._max:
+            return []
+        self._parts, self._size, self._discarding = [], 0, True
+        return [None]

@@ -51,7 +51,7 @@ _answering = threading.local()  # .pushes: events deferred while this thread ans
 MAX_QUEUED_BYTES = 16 << 20   # events queued for a peer that does not read: past this, cut off
 OUTBOX_PAUSE = 1 << 20        # ... past this, the peer's own requests wait for it to read
 MAX_REPLY_BYTES = 1 << 20     # replies answered and not yet sent, per connection
-TURN_SECONDS = 0.002          # how long one connection answers while another waits
+TURN_SECONDS = 0.005          # how long one connection answers while another waits
 MAX_CONNECTIONS = 512
 MAX_CONNECTIONS_PER_UID = 256
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -157,21 +157,26 @@ class Connection:
         replies: list[bytes] = []
         size = 0
         turns = self.server.turns
-        index = start
+        waiting, answer, append = turns.waiting, self._answer, replies.append
         _answering.pushes = pushes
         try:
             with turns:
                 deadline = time.monotonic() + TURN_SECONDS
-                while index < len(lines) and size < MAX_REPLY_BYTES:
+                for index in range(start, len(lines)):
                     line = lines[index]
-                    index += 1
-                    if line is not None and not line.strip():
+                    if line is None:
+                        reply = _too_long()
+                    elif line.strip():
+                        reply = answer(line)
+                    else:
                         continue
-                    reply = self._answer(line) if line is not None else _too_long()
-                    replies.append(reply)
+                    append(reply)
                     size += len(reply)
-                    if turns.contended and time.monotonic() > deadline:
+                    if size >= MAX_REPLY_BYTES or (waiting and time.monotonic() > deadline):
+                        index += 1
                         break
+                else:
+                    index = len(lines)
         finally:
             _answering.pushes = None
             for connection, data in pushes:

@@ -11,12 +11,13 @@ from collections import deque
 
 
 class TurnLock:
-    """A FIFO lock. ``contended`` tells the holder that someone waits (to end its turn early)."""
+    """A FIFO lock. ``waiting`` (read it, never change it) is not empty while someone waits: the
+    holder may end its turn early."""
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()  # a leaf: guards the fields below for an instant
         self._held = False
-        self._waiters: deque[threading.Lock] = deque()
+        self.waiting: deque[threading.Lock] = deque()
 
     def acquire(self) -> None:
         with self._mutex:
@@ -25,19 +26,15 @@ class TurnLock:
                 return
             baton = threading.Lock()
             baton.acquire()
-            self._waiters.append(baton)
+            self.waiting.append(baton)
         baton.acquire()  # released by the holder's release(): the lock is ours now
 
     def release(self) -> None:
         with self._mutex:
-            if self._waiters:
-                self._waiters.popleft().release()  # still held: handed to the longest waiter
+            if self.waiting:
+                self.waiting.popleft().release()  # still held: handed to the longest waiter
             else:
                 self._held = False
-
-    @property
-    def contended(self) -> bool:
-        return bool(self._waiters)
 
     def __enter__(self) -> "TurnLock":
         self.acquire()
