@@ -550,7 +550,8 @@ def test_what_one_user_can_pin_in_open_files_is_capped(memtrackfs_mount: Mount) 
                     break
         assert refused is not None and refused.errno == errno.ENOMEM, refused
         grown = daemon.memory_info().rss - rss
-        assert grown < MAX_PINNED_PER_UID + (64 << 20), f"{len(files)} opens hold {grown >> 20} MiB"
+        # The cap, plus what rendering itself leaves to the allocator (its lines, before the join).
+        assert grown < MAX_PINNED_PER_UID + (128 << 20), f"{len(files)} opens hold {grown >> 20} MiB"
     finally:
         for f in files:
             f.close()
