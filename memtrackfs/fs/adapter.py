@@ -101,8 +101,8 @@ class MemtrackOperations(fuse.Operations):
 
     def _note_use(self, entry: DeviceFile, tgid: int) -> None:
         """The caller looked this node up or opened it: /sys/dev/char/0:0 is it for that process."""
-        with self.kernel.lock:
-            self.kernel.devices.note_use(tgid, entry.node.name)
+        with self.kernel.transaction() as k:  # a change of the model, however small (README "Locking")
+            k.devices.note_use(tgid, entry.node.name)
 
     @staticmethod
     def _interrupted() -> bool:
