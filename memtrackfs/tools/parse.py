@@ -7,7 +7,7 @@ cannot be read is a ValueError naming the line, never a guess.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Union
 
 _TOTAL = re.compile(r"^Total memory usage: (\d+) bytes$")
 # The fixed end of a v4l2-memtrack line, right to left: " (count=C[, self=S])", "usage: N", the
@@ -132,8 +132,11 @@ def parse_memtrack(text: str, root: Optional[str] = None) -> tuple[int, list[Tra
     return int(total.group(1)), nodes
 
 
-def parse_rk_dmabuf_dev(data: bytes) -> list[RkBuffer]:
-    """Rockchip's ``proc/rk_dmabuf/dev``: one entry per buffer, newest first."""
+def parse_rk_dmabuf_dev(data: Union[bytes, str]) -> list[RkBuffer]:
+    """Rockchip's ``proc/rk_dmabuf/dev``: one entry per buffer, newest first. Best read as bytes
+    (its columns are 16 bytes wide); text is encoded back to UTF-8 first."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", errors="surrogateescape")
     buffers = []
     lines = data.split(b"\n")
     for line in lines[2:-1] if lines[-1] == b"" else lines[2:]:
