@@ -282,13 +282,31 @@ def umount(mountpoint: str, timeout: float = 10.0) -> int:
     deadline = time.monotonic() + timeout
     while pid is not None and _alive(pid):
         if time.monotonic() > deadline:
+            waiting = _threads_waiting(pid)
             os.kill(pid, signal.SIGKILL)
             _remove(socket_path)
-            print(f"memtrackfs: daemon {pid} did not exit in {timeout:.0f} s: killed", file=sys.stderr)
+            print(f"memtrackfs: daemon {pid} did not exit in {timeout:.0f} s ({waiting}): killed", file=sys.stderr)
             return 1
         time.sleep(0.02)
     print(f"memtrackfs: unmounted {mountpoint}")
     return 0
+
+
+def _threads_waiting(pid: int) -> str:
+    """Where a process's threads wait, as the kernel names it (wchan), for a message."""
+    where: dict[str, int] = {}
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return "gone"
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/wchan") as f:
+                name = f.read().strip() or "running"
+        except OSError:
+            continue
+        where[name] = where.get(name, 0) + 1
+    return "threads waiting in " + ", ".join(f"{name} x{count}" for name, count in sorted(where.items()))
 
 
 def _state_of(pid: int) -> str:
