@@ -302,9 +302,10 @@ def _threads_waiting(pid: int) -> str:
     for task in tasks:
         try:
             with open(f"/proc/{pid}/task/{task}/wchan") as f:
-                name = f.read().strip() or "running"
+                name = f.read().strip()
         except OSError:
             continue
+        name = "running" if name in ("", "0") else name
         where[name] = where.get(name, 0) + 1
     return "threads waiting in " + ", ".join(f"{name} x{count}" for name, count in sorted(where.items()))
 
