@@ -34,6 +34,7 @@ from memtrackfs.mounts import (
     is_memtrackfs,
     listening_pid,
     log_path_for_socket,
+    mounted_elsewhere,
     probe_mount,
 )
 
@@ -282,10 +283,14 @@ def umount(mountpoint: str, timeout: float = 10.0) -> int:
     deadline = time.monotonic() + timeout
     while pid is not None and _alive(pid):
         if time.monotonic() > deadline:
-            waiting = _threads_waiting(pid)
+            why = _threads_waiting(pid)
+            holders = mounted_elsewhere(entry.device)
+            if holders:
+                why += "; still mounted in the mount namespace of " + ", ".join(
+                    f"pid {holder} ({_comm(holder)})" for holder in holders[:5])
             os.kill(pid, signal.SIGKILL)
             _remove(socket_path)
-            print(f"memtrackfs: daemon {pid} did not exit in {timeout:.0f} s ({waiting}): killed", file=sys.stderr)
+            print(f"memtrackfs: daemon {pid} did not exit in {timeout:.0f} s ({why}): killed", file=sys.stderr)
             return 1
         time.sleep(0.02)
     print(f"memtrackfs: unmounted {mountpoint}")
@@ -308,6 +313,14 @@ def _threads_waiting(pid: int) -> str:
         name = "running" if name in ("", "0") else name
         where[name] = where.get(name, 0) + 1
     return "threads waiting in " + ", ".join(f"{name} x{count}" for name, count in sorted(where.items()))
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "gone"
 
 
 def _state_of(pid: int) -> str:

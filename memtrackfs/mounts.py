@@ -24,6 +24,7 @@ class MountEntry(NamedTuple):
     mountpoint: str
     fstype: str
     source: str
+    device: str = ""  # "major:minor": the same in every namespace that mounts this filesystem
 
 
 def unescape(field: str) -> str:
@@ -38,7 +39,7 @@ def read_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[MountEntry]:
             left, _, right = line.partition(" - ")
             fields, tail = left.split(), right.split()
             if len(fields) >= 5 and len(tail) >= 2:
-                entries.append(MountEntry(unescape(fields[4]), tail[0], unescape(tail[1])))
+                entries.append(MountEntry(unescape(fields[4]), tail[0], unescape(tail[1]), fields[2]))
     return entries
 
 
@@ -90,6 +91,25 @@ def probe_mount(mountpoint: str, timeout: float = PROBE_SECONDS) -> str:
 def is_stale(mountpoint: str) -> bool:
     """A FUSE mount whose daemon died: every access fails with ENOTCONN."""
     return probe_mount(mountpoint) == STALE
+
+
+def mounted_elsewhere(device: str) -> list[int]:
+    """Processes in whose mount namespace a filesystem (``major:minor``) is still mounted, one per
+    namespace other than ours: what keeps a FUSE filesystem alive after its mount point here is
+    unmounted (a private namespace with a bind of it)."""
+    seen = {os.stat("/proc/self/ns/mnt").st_ino}
+    holders = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            namespace = os.stat(f"/proc/{pid}/ns/mnt").st_ino
+            if namespace in seen:
+                continue
+            seen.add(namespace)
+            if any(entry.device == device for entry in read_mounts(f"/proc/{pid}/mountinfo")):
+                holders.append(int(pid))
+        except OSError:
+            continue
+    return holders
 
 
 def listening_pid(socket_path: str) -> Optional[int]:
