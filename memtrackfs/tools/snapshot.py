@@ -305,7 +305,7 @@ def load_snapshot(path: str) -> Snapshot:
     except OSError as exc:
         raise ValueError(f"{path}: {exc.strerror}") from None
     except ValueError as exc:  # not UTF-8, not JSON
-        raise ValueError(f"{path}: not a memtrackfs snapshot: not JSON ({exc})") from None
+        raise ValueError(f"{path}: not JSON: {exc} (make one with `memtrackfs snapshot --json`)") from None
     problem = _snapshot_problem(snap)
     if problem is not None:
         raise ValueError(f"{path}: not a memtrackfs snapshot: {problem} (make one with `memtrackfs snapshot --json`)")
