@@ -15,9 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from memtrackfs.fs.entries import KmsgFile, OpenFile
-from memtrackfs.kernel import Kernel
-from memtrackfs.model.kmsg import DEFAULT_CAPACITY
 from memtrackfs.testing.helpers import Mount, wait_for
 
 MEMTRACK = "sys/kernel/debug/v4l2-memtrack"
@@ -387,39 +384,3 @@ def test_changing_the_tree_fails_as_procfs_and_debugfs_fail(mount: Mount) -> Non
     subprocess.run(["touch", str(mount / "proc/rk_dmabuf/size")], check=True)
     assert {path: mount.read(path) for path in before} == before
     assert sorted(os.listdir(mount / "proc/rk_dmabuf")) == ["dev", "peak", "sgt", "size"]
-
-
-def test_threads_sharing_one_kmsg_fd_read_each_record_once() -> None:
-    """dev/kmsg keeps a cursor per open file: threads reading one fd (pread: no f_pos lock) must
-    not get the same record twice, as the kernel's per-file mutex ensures. In process, with the
-    GIL switching as often as it can, so that the race, if any, shows."""
-    kernel = Kernel()
-    with kernel.transaction() as k:
-        for i in range(DEFAULT_CAPACITY):
-            k.log.info(f"record {i}")
-    kmsg = KmsgFile()
-    twice = []
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        for fh in range(5):
-            handle = OpenFile(kmsg, fh)
-            got: list[bytes] = []
-
-            def reader() -> None:
-                mine = []
-                while record := kmsg.read(kernel, handle, 8192, 1):
-                    mine.append(record)
-                got.extend(mine)
-
-            threads = [threading.Thread(target=reader) for _ in range(4)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            twice.append(len(got) - len(set(got)))
-            assert len(set(got)) == DEFAULT_CAPACITY
-    finally:
-        sys.setswitchinterval(interval)
-        kernel.shutdown()
-    assert twice == [0] * 5, f"records read twice, per pass: {twice}"
