@@ -264,6 +264,7 @@ def _metrics(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error(f"metrics: --listen takes ADDR:PORT (e.g. 127.0.0.1:9842), not {args.listen!r}")
     import signal
     import threading
+
     from prometheus_client import start_http_server
     server, _thread = start_http_server(int(port), address.strip("[]") or "0.0.0.0", metrics.registry_for(args.mount))
     host, bound = server.server_address[:2]  # port 0: the one the kernel chose

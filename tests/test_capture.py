@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from helpers.rk3588 import hold_rk3588_state, release
+
 from memtrackfs.testing.helpers import Mount, memtrackfs, wait_for
 
 CONTROL = "sys/kernel/debug/dynamic_debug/control"

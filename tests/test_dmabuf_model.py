@@ -7,7 +7,12 @@ from typing import Optional
 import pytest
 
 from memtrackfs.errors import KernelError
-from memtrackfs.model.dmabuf import BOOT_EXPORTS, DmaBuf, DmaBufTable, rockchip_default_name
+from memtrackfs.model.dmabuf import (
+    BOOT_EXPORTS,
+    DmaBuf,
+    DmaBufTable,
+    rockchip_default_name,
+)
 from memtrackfs.model.heaps import (
     DEFAULT_HEAPS,
     MAX_BUFFER_BYTES,

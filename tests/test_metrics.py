@@ -11,9 +11,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers.rk3588 import (
+    DECODER,
+    RK_CMA_BYTES,
+    RKISP_BYTES,
+    SESSION_KIB,
+    hold_rk3588_state,
+    release,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers.rk3588 import DECODER, RK_CMA_BYTES, RKISP_BYTES, SESSION_KIB, hold_rk3588_state, release
 from memtrackfs.testing.helpers import Mount, memtrackfs, wait_for
 from memtrackfs.tools.parse import parse_memtrack
 

@@ -4,8 +4,8 @@ processes (their threads, their dma-bufs, the ioctl ABI and its errors)."""
 from __future__ import annotations
 
 import ctypes
-import json
 import errno
+import json
 import os
 import re
 import stat
@@ -20,7 +20,13 @@ import pytest
 
 from memtrackfs import paths
 from memtrackfs.client import MemtrackClient
-from memtrackfs.testing.helpers import Mount, start_mount, start_vpu_sim, stop_process, wait_for
+from memtrackfs.testing.helpers import (
+    Mount,
+    start_mount,
+    start_vpu_sim,
+    stop_process,
+    wait_for,
+)
 from memtrackfs.tools import plot
 from memtrackfs.tools.parse import parse_mpp_sessions_summary, parse_rk_dmabuf_dev
 from memtrackfs.tools.record import load_record

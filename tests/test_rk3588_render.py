@@ -21,9 +21,17 @@ from memtrackfs.render.mpp_service import (
     render_mpp_version,
     render_u32,
 )
-from memtrackfs.render.rk_dma_heap import render_rk_dma_heap_info, render_rk_total_pools_kb
+from memtrackfs.render.rk_dma_heap import (
+    render_rk_dma_heap_info,
+    render_rk_total_pools_kb,
+)
 from memtrackfs.render.rk_dmabuf import render_rk_dmabuf_dev, render_rk_dmabuf_sgt
-from memtrackfs.tools.parse import DmaHeapInfo, HeapAllocation, parse_dma_heap_info, parse_mpp_load
+from memtrackfs.tools.parse import (
+    DmaHeapInfo,
+    HeapAllocation,
+    parse_dma_heap_info,
+    parse_mpp_load,
+)
 
 KiB, MiB = 1 << 10, 1 << 20
 APP, DRIVER = "app", "driver"   # holders: the application's process, the mpp driver

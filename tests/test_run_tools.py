@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from helpers import ROOT
 from helpers.run import run_command, start_run
 

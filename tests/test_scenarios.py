@@ -29,10 +29,10 @@ from helpers.vpu_rig import (
 from memtrackfs.testing.helpers import Mount, start_mount
 from vpu_sim import uapi
 from vpu_sim.driver.accounting import Memory
-from vpu_sim.driver.amphion import CoreKind
-from vpu_sim.driver.device import VpuDevice
-from vpu_sim.driver.faults import Faults, parse_fault
-from vpu_sim.driver.ioctls import VideoFile
+from vpu_sim.driver.amphion.device import VpuDevice
+from vpu_sim.driver.amphion.faults import Faults, parse_fault
+from vpu_sim.driver.amphion.ioctls import VideoFile
+from vpu_sim.driver.amphion.model import CoreKind
 from vpu_sim.driver.memtrack import MemoryArea
 from vpu_sim.scenario.library import builtin_scenarios
 from vpu_sim.scenario.spec import load, parse

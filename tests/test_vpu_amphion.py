@@ -1,11 +1,11 @@
-"""vpu_sim.driver.amphion against the worked numbers of docs/spec/amphion-model.md."""
+"""vpu_sim.driver.amphion.model against the worked numbers of docs/spec/amphion-model.md."""
 from __future__ import annotations
 
 import pytest
 
 from vpu_sim import uapi
-from vpu_sim.driver import amphion
-from vpu_sim.driver.amphion import CoreKind
+from vpu_sim.driver.amphion import model as amphion
+from vpu_sim.driver.amphion.model import CoreKind
 
 
 def test_compressed_plane_is_width_times_height_within_128k_and_8m() -> None:

@@ -26,13 +26,13 @@ from helpers.vpu_rig import (
 )
 
 from vpu_sim import uapi
-from vpu_sim.driver import amphion
 from vpu_sim.driver.accounting import Memory
-from vpu_sim.driver.amphion import CoreKind
-from vpu_sim.driver.decoder import Decoder
-from vpu_sim.driver.device import VpuDevice
-from vpu_sim.driver.ioctl_formats import kernel_version
-from vpu_sim.driver.ioctls import VideoFile
+from vpu_sim.driver.amphion import model as amphion
+from vpu_sim.driver.amphion.decoder import Decoder
+from vpu_sim.driver.amphion.device import VpuDevice
+from vpu_sim.driver.amphion.ioctl_formats import kernel_version
+from vpu_sim.driver.amphion.ioctls import VideoFile
+from vpu_sim.driver.amphion.model import CoreKind
 from vpu_sim.driver.memtrack import Caller, MemoryArea
 
 

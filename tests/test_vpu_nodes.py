@@ -286,8 +286,8 @@ def test_buffers_map_shared_and_keep_what_is_written(vpu: Mount) -> None:
 def test_a_driver_bug_answers_the_call_with_eio_and_a_kernel_log_line(tmp_path: Path, monkeypatch) -> None:
     """An exception other than OSError in the driver (a bug, injected here) must still answer the
     call: EIO at once, with the bug in the kernel log, not the app waiting for --driver-timeout."""
-    from vpu_sim.driver.daemon import VpuDaemon
-    from vpu_sim.driver.ioctls import VideoFile
+    from vpu_sim.driver.amphion.daemon import VpuDaemon
+    from vpu_sim.driver.amphion.ioctls import VideoFile
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("division by zero")

@@ -20,5 +20,5 @@ def node_names(board_name: str) -> tuple[str, ...]:
     """The dev/ nodes the board's driver registers, once it is ready."""
     if driver_of(board_name) == "mpp":
         return MPP_NODES
-    from vpu_sim.driver.daemon import MEDIA_NODE, NODE_NAMES
+    from vpu_sim.driver.amphion.daemon import MEDIA_NODE, NODE_NAMES
     return (*NODE_NAMES.values(), MEDIA_NODE)

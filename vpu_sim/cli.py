@@ -19,18 +19,18 @@ from memtrackfs.client import MemtrackClient
 from memtrackfs.clitext import HelpFormatter, error_text, subcommand
 from memtrackfs.launch import READY
 from vpu_sim import params
-from vpu_sim.apps.mpp import players as mpp_players
 from vpu_sim.apps.compositor import ALLOCATOR_COMM, compositor
 from vpu_sim.apps.hold import hold
 from vpu_sim.apps.m2m import DisplayExport, Progress, encode, play, transcode
+from vpu_sim.apps.mpp import players as mpp_players
 from vpu_sim.apps.mpp.sizes import CODECS as MPP_CODECS
 from vpu_sim.apps.mpp.sizes import ENC_CODECS as MPP_ENC_CODECS
 from vpu_sim.apps.v4l2 import CODECS
 from vpu_sim.boards import DRIVER_BOARDS, MPP_NODES, driver_of
-from vpu_sim.driver import amphion
-from vpu_sim.driver.amphion import CoreKind
-from vpu_sim.driver.daemon import ALLOCATORS, NODE_NAMES, VpuDaemon
-from vpu_sim.driver.faults import Faults, FaultSpec, parse_fault
+from vpu_sim.driver.amphion import model as amphion
+from vpu_sim.driver.amphion.daemon import ALLOCATORS, NODE_NAMES, VpuDaemon
+from vpu_sim.driver.amphion.faults import Faults, FaultSpec, parse_fault
+from vpu_sim.driver.amphion.model import CoreKind
 from vpu_sim.driver.mpp.daemon import MppDaemon
 from vpu_sim.driver.remote import socket_path
 from vpu_sim.scenario.library import listing

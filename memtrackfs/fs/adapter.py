@@ -30,9 +30,9 @@ from memtrackfs.fs.entries import (
 )
 from memtrackfs.fs.fuselib import keeping_thread_state
 from memtrackfs.fs.poll import PollHandles
-from memtrackfs.server.usermem import copy_from_user
 from memtrackfs.kernel import Kernel
 from memtrackfs.processes import identify
+from memtrackfs.server.usermem import copy_from_user
 
 
 class MemtrackOperations(fuse.Operations):

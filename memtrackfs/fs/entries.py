@@ -17,7 +17,14 @@ import weakref
 from typing import Any, Callable, Mapping, Optional
 
 from memtrackfs.errors import KernelError
-from memtrackfs.fs.poll import DEFAULT_POLLMASK, POLLERR, POLLHUP, POLLIN, POLLPRI, POLLRDNORM
+from memtrackfs.fs.poll import (
+    DEFAULT_POLLMASK,
+    POLLERR,
+    POLLHUP,
+    POLLIN,
+    POLLPRI,
+    POLLRDNORM,
+)
 from memtrackfs.kernel import Kernel
 from memtrackfs.model.buffer_memory import MAPPABLE_SIZE
 from memtrackfs.model.devices import DeviceNode

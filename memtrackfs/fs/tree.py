@@ -15,7 +15,13 @@ from memtrackfs.fs.entries import (
 )
 from memtrackfs.fs.sysfs_tree import sysfs_entries
 from memtrackfs.kernel import Kernel
-from memtrackfs.model.boards import MEMTRACK, MPP_SERVICE, RK_DMA_HEAP, RK_DMABUF, RK_HEAP_BITMAP
+from memtrackfs.model.boards import (
+    MEMTRACK,
+    MPP_SERVICE,
+    RK_DMA_HEAP,
+    RK_DMABUF,
+    RK_HEAP_BITMAP,
+)
 from memtrackfs.model.dmabuf import DmaBuf, DmaBufTable
 from memtrackfs.model.mpp import MppService
 from memtrackfs.model.tracker import Node

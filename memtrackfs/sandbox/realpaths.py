@@ -26,7 +26,13 @@ import stat
 from typing import Iterable, Optional
 
 from memtrackfs.sandbox import device_identity
-from memtrackfs.sandbox.namespace import AT_SYMLINK_NOFOLLOW, bind, clone_tree, mount_tmpfs, move_mount
+from memtrackfs.sandbox.namespace import (
+    AT_SYMLINK_NOFOLLOW,
+    bind,
+    clone_tree,
+    mount_tmpfs,
+    move_mount,
+)
 from memtrackfs.sandbox.proc_union import REAL
 
 # Directories of the mount whose every entry is put at /<directory>/<entry>.

@@ -18,7 +18,12 @@ import tempfile
 from typing import Any, NoReturn, Optional, Sequence
 
 from memtrackfs import launch
-from memtrackfs.mounts import find_mount, is_memtrackfs, log_path_for_socket, runtime_dir
+from memtrackfs.mounts import (
+    find_mount,
+    is_memtrackfs,
+    log_path_for_socket,
+    runtime_dir,
+)
 from memtrackfs.sandbox import proc_union as proc_union_daemon
 from memtrackfs.sandbox.command import SETUP_FAILED, WATCHED, RunError, run_in_namespace
 
@@ -73,7 +78,9 @@ def run(command: Sequence[str], board: Optional[str], bsp: Optional[str], vpu: b
     cut_short = False
     try:
         if board is None and scenario is not None:
-            from vpu_sim.scenario.library import mount_board as scenario_board  # only a scenario needs vpu_sim
+            from vpu_sim.scenario.library import (
+                mount_board as scenario_board,  # only a scenario needs vpu_sim
+            )
             board = scenario_board(scenario)
         workdir = Workdir.create()
         cleanup.callback(workdir.remove)

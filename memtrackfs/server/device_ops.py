@@ -12,7 +12,12 @@ from memtrackfs.model.kmsg import LEVEL_WARNING
 from memtrackfs.server import fields
 from memtrackfs.server.driver_endpoint import DriverEndpoint
 from memtrackfs.server.session import Session
-from memtrackfs.server.usermem import MAX_COPY, copy_from_user, copy_to_user, read_mapping
+from memtrackfs.server.usermem import (
+    MAX_COPY,
+    copy_from_user,
+    copy_to_user,
+    read_mapping,
+)
 
 Reply = dict[str, Any]
 MAX_USER_WRITES = 64  # per call: a multi-planar buffer's plane array and struct, a control array...

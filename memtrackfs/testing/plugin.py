@@ -42,7 +42,13 @@ from typing import Any, Iterator, Optional, Protocol, Sequence
 import pytest
 
 from memtrackfs.model.boards import board as board_profile
-from memtrackfs.testing.helpers import Mount, fuse_unusable, start_mount, start_vpu_sim, vpu_sim_options
+from memtrackfs.testing.helpers import (
+    Mount,
+    fuse_unusable,
+    start_mount,
+    start_vpu_sim,
+    vpu_sim_options,
+)
 
 DEFAULT_BOARD = "imx8qxp"
 
@@ -152,7 +158,9 @@ def memtrackfs_scenario(memtrackfs_factory: MountFactory) -> ScenarioPlayer:
     """Play a scenario (``vpu-sim scenario``: its own driver and applications) on a fresh mount."""
     def play(scenario: str, *, heaps: Optional[Sequence[str]] = None, driver_timeout: Optional[float] = None,
              timeout: float = 300) -> ScenarioResult:
-        from vpu_sim.scenario.library import mount_board  # only a scenario needs vpu_sim
+        from vpu_sim.scenario.library import (
+            mount_board,  # only a scenario needs vpu_sim
+        )
         mount = memtrackfs_factory(heaps=heaps, driver_timeout=driver_timeout, files=mount_board(scenario))
         done = subprocess.run([sys.executable, "-m", "vpu_sim", "scenario", scenario, "--mount", str(mount.path)],
                               capture_output=True, text=True, timeout=timeout)

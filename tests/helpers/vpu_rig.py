@@ -13,9 +13,9 @@ from typing import Callable, Optional
 
 from vpu_sim import uapi
 from vpu_sim.driver.accounting import Memory
-from vpu_sim.driver.amphion import CoreKind
-from vpu_sim.driver.device import VpuDevice
-from vpu_sim.driver.ioctls import VideoFile
+from vpu_sim.driver.amphion.device import VpuDevice
+from vpu_sim.driver.amphion.ioctls import VideoFile
+from vpu_sim.driver.amphion.model import CoreKind
 from vpu_sim.driver.memtrack import Caller, MemoryArea
 
 OUT = uapi.V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE

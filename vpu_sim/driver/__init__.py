@@ -1,2 +1,3 @@
-"""The simulated drivers: the Amphion VPU (its model, instances, vb2 queues, controls, ioctls and
-daemon) and, in ``mpp``, Rockchip's mpp_service for the RK3588."""
+"""The simulated drivers, one folder per VPU: ``amphion`` (NXP i.MX8) and ``mpp`` (Rockchip's
+mpp_service for the RK3588); what they share talks to the socket (``remote``, ``memtrack``,
+``accounting``)."""

@@ -34,7 +34,7 @@ from memtrackfs import launch, paths
 from memtrackfs.mounts import runtime_dir
 from vpu_sim.apps.hog import CmaHog
 from vpu_sim.boards import driver_of, node_names
-from vpu_sim.driver import amphion
+from vpu_sim.driver.amphion import model as amphion
 from vpu_sim.driver.remote import socket_path
 from vpu_sim.scenario.library import resolve
 from vpu_sim.scenario.spec import App, Scenario, load

@@ -2,27 +2,26 @@
 
 ``load`` reads and checks a file completely before anything runs, so a typo fails at once
 with the file, the entry and the key named. Faults split into the driver's (passed to
-``vpu-sim daemon --fault``, see ``vpu_sim.driver.faults``) and those the scenario itself applies:
+``vpu-sim daemon --fault``, see ``vpu_sim.driver.amphion.faults``) and those the scenario itself applies:
 ``keep-dmabufs`` and ``crash`` change how an application runs, ``cma-exhaustion`` is a third
 party filling the CMA heap (``vpu_sim.apps.hog``).
 """
 from __future__ import annotations
 
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import tomllib
-
 from vpu_sim import params
-from vpu_sim.apps.v4l2 import CODECS
 from vpu_sim.apps.mpp.sizes import CODECS as MPP_CODECS
 from vpu_sim.apps.mpp.sizes import ENC_CODECS as MPP_ENC_CODECS
+from vpu_sim.apps.v4l2 import CODECS
 from vpu_sim.boards import DRIVER_BOARDS, driver_of
-from vpu_sim.driver.daemon import ALLOCATORS
-from vpu_sim.driver.faults import SCHEMAS as DRIVER_FAULTS
-from vpu_sim.driver.faults import Faults, FaultSpec, fault_spec
+from vpu_sim.driver.amphion.daemon import ALLOCATORS
+from vpu_sim.driver.amphion.faults import SCHEMAS as DRIVER_FAULTS
+from vpu_sim.driver.amphion.faults import Faults, FaultSpec, fault_spec
 from vpu_sim.params import Field
 
 APP_KINDS = ("play", "encode", "transcode", "compositor")

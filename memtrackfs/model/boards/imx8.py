@@ -7,7 +7,7 @@ node, ``linux,cma``: 0x3c000000 bytes (960 MiB) in NXP's imx8qxp-mek.dts (nxp-im
 profile uses the same size: its MEK's CMA node was not found in the sources read.
 """
 from memtrackfs.model.boards import MEMTRACK, Board
-from memtrackfs.model.heaps import DEFAULT_SYSTEM_CAPACITY, MiB, HeapSpec
+from memtrackfs.model.heaps import DEFAULT_SYSTEM_CAPACITY, HeapSpec, MiB
 
 _HEAPS = (HeapSpec("system", DEFAULT_SYSTEM_CAPACITY), HeapSpec("linux,cma", 960 * MiB))
 

@@ -5,8 +5,21 @@ Device names are ``dev_name()`` of the device-tree nodes, ``<first reg address>.
 (arch/arm64/boot/dts/rockchip/rk3588s.dtsi of armbian/linux-rockchip @ 04cc2e1a, confirmed by
 RK3588 boot logs); the AV1 decoder's mpp device is its child ``av1d-master``.
 """
-from memtrackfs.model.boards import MPP_SERVICE, RK_DMA_HEAP, RK_DMABUF, RK_HEAP_BITMAP, Board, MppBoard, MppDevice
-from memtrackfs.model.heaps import DEFAULT_SYSTEM_CAPACITY, ROCKCHIP_CMA_HEAP, MiB, HeapSpec
+from memtrackfs.model.boards import (
+    MPP_SERVICE,
+    RK_DMA_HEAP,
+    RK_DMABUF,
+    RK_HEAP_BITMAP,
+    Board,
+    MppBoard,
+    MppDevice,
+)
+from memtrackfs.model.heaps import (
+    DEFAULT_SYSTEM_CAPACITY,
+    ROCKCHIP_CMA_HEAP,
+    HeapSpec,
+    MiB,
+)
 
 DISPLAY = "fdd90000.vop"
 DECODER = "fdc38100.rkvdec-core"   # core 0: the one registered with mpp_service; core 1 shares its IOMMU domain

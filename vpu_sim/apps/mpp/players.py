@@ -15,7 +15,7 @@ from typing import Callable, Optional
 from memtrackfs.client import MemtrackClient
 from vpu_sim.apps.hold import hand_over
 from vpu_sim.apps.m2m import Progress
-from vpu_sim.apps.mpp.codec import DmaBufs, Display, MppDecoder, MppEncoder
+from vpu_sim.apps.mpp.codec import Display, DmaBufs, MppDecoder, MppEncoder
 from vpu_sim.apps.mpp.sizes import Stream, frame_count
 
 FPS = 30

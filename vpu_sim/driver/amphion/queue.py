@@ -14,9 +14,9 @@ from typing import Optional, Sequence
 
 from memtrackfs.errors import KernelError
 from vpu_sim import uapi
-from vpu_sim.driver import amphion
 from vpu_sim.driver.accounting import Held
-from vpu_sim.driver.formats import PixFormat
+from vpu_sim.driver.amphion import model as amphion
+from vpu_sim.driver.amphion.formats import PixFormat
 from vpu_sim.driver.memtrack import Handle
 
 # v4l2-mem2mem adds this to CAPTURE offsets so one mmap() offset space serves both queues.

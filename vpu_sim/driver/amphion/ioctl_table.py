@@ -8,11 +8,11 @@ deliberately: README), G_SELECTION brings CROPCAP and G_CROP, S_SELECTION brings
 from __future__ import annotations
 
 from vpu_sim import uapi
-from vpu_sim.driver import ioctl_buffers as buffers
-from vpu_sim.driver import ioctl_controls as controls
-from vpu_sim.driver import ioctl_formats as formats
-from vpu_sim.driver.amphion import CoreKind
-from vpu_sim.driver.ioctls import IoctlInfo, clear_after
+from vpu_sim.driver.amphion import ioctl_buffers as buffers
+from vpu_sim.driver.amphion import ioctl_controls as controls
+from vpu_sim.driver.amphion import ioctl_formats as formats
+from vpu_sim.driver.amphion.ioctls import IoctlInfo, clear_after
+from vpu_sim.driver.amphion.model import CoreKind
 
 _COMMON = {
     uapi.VIDIOC_QUERYCAP: IoctlInfo(formats.querycap),

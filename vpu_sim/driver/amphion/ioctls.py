@@ -29,10 +29,10 @@ from typing import Callable, NamedTuple, Optional, Protocol
 
 from memtrackfs.errors import KernelError
 from vpu_sim import uapi
-from vpu_sim.driver.amphion import CoreKind
-from vpu_sim.driver.device import VpuDevice
-from vpu_sim.driver.events import EventQueue
-from vpu_sim.driver.instance import control_event
+from vpu_sim.driver.amphion.device import VpuDevice
+from vpu_sim.driver.amphion.events import EventQueue
+from vpu_sim.driver.amphion.instance import control_event
+from vpu_sim.driver.amphion.model import CoreKind
 from vpu_sim.driver.memtrack import Caller
 
 
@@ -95,7 +95,9 @@ class VideoFile:
 
     def __init__(self, device: VpuDevice, kind: CoreKind, caller: Caller,
                  wake: Callable[[], None] = lambda: None) -> None:
-        from vpu_sim.driver.ioctl_table import ioctl_table  # the handlers import this module
+        from vpu_sim.driver.amphion.ioctl_table import (
+            ioctl_table,  # the handlers import this module
+        )
 
         self.device = device
         self.kind = kind

@@ -13,10 +13,15 @@ from typing import Callable
 
 from memtrackfs.errors import KernelError
 from vpu_sim import uapi
-from vpu_sim.driver.formats import CAPTURE
-from vpu_sim.driver.ioctl_formats import format_argument
-from vpu_sim.driver.ioctls import Call, load
-from vpu_sim.driver.queue import DST_QUEUE_OFF_BASE, Buffer, Metadata, QueueRequest
+from vpu_sim.driver.amphion.formats import CAPTURE
+from vpu_sim.driver.amphion.ioctl_formats import format_argument
+from vpu_sim.driver.amphion.ioctls import Call, load
+from vpu_sim.driver.amphion.queue import (
+    DST_QUEUE_OFF_BASE,
+    Buffer,
+    Metadata,
+    QueueRequest,
+)
 
 BUF_CAPS = (uapi.V4L2_BUF_CAP_SUPPORTS_MMAP | uapi.V4L2_BUF_CAP_SUPPORTS_DMABUF
             | uapi.V4L2_BUF_CAP_SUPPORTS_ORPHANED_BUFS)

@@ -14,13 +14,13 @@ import time
 
 from memtrackfs.errors import KernelError
 from vpu_sim import uapi
-from vpu_sim.driver import amphion
 from vpu_sim.driver.accounting import Memory
-from vpu_sim.driver.amphion import Core, CoreKind
-from vpu_sim.driver.decoder import Decoder
-from vpu_sim.driver.encoder import Encoder
-from vpu_sim.driver.faults import NO_FAULTS, Faults
-from vpu_sim.driver.instance import DEFAULT_FPS, Clock, Instance
+from vpu_sim.driver.amphion import model as amphion
+from vpu_sim.driver.amphion.decoder import Decoder
+from vpu_sim.driver.amphion.encoder import Encoder
+from vpu_sim.driver.amphion.faults import NO_FAULTS, Faults
+from vpu_sim.driver.amphion.instance import DEFAULT_FPS, Clock, Instance
+from vpu_sim.driver.amphion.model import Core, CoreKind
 from vpu_sim.driver.memtrack import Caller
 
 INSTANCE_TYPES: dict[CoreKind, type[Instance]] = {CoreKind.DECODER: Decoder, CoreKind.ENCODER: Encoder}

@@ -3,7 +3,7 @@
 It connects to the mount's socket as a driver whose state goes with it (``destroy_on_close``),
 probes (``amphion-vpu`` root with the cores' ``fw``/``rpc``), registers the decoder and encoder
 nodes and the media device (each with its sysfs identity), and serves each open file's ioctls
-and polls with ``vpu_sim.driver.ioctls.VideoFile`` (``media.MediaFile`` for the media device),
+and polls with ``vpu_sim.driver.amphion.ioctls.VideoFile`` (``media.MediaFile`` for the media device),
 through ``memtrackfs.driverkit``: every forwarded call on its own worker thread.
 """
 from __future__ import annotations
@@ -14,13 +14,13 @@ from typing import Any
 
 from memtrackfs.driverkit import Call, DeviceDriver, OutputError
 from vpu_sim import media_uapi, uapi
-from vpu_sim.driver import amphion
 from vpu_sim.driver.accounting import Memory
-from vpu_sim.driver.amphion import CoreKind
-from vpu_sim.driver.device import VpuDevice
-from vpu_sim.driver.faults import NO_FAULTS, Faults
-from vpu_sim.driver.ioctls import VideoFile
-from vpu_sim.driver.media import MediaFile, Topology, VideoFunction
+from vpu_sim.driver.amphion import model as amphion
+from vpu_sim.driver.amphion.device import VpuDevice
+from vpu_sim.driver.amphion.faults import NO_FAULTS, Faults
+from vpu_sim.driver.amphion.ioctls import VideoFile
+from vpu_sim.driver.amphion.media import MediaFile, Topology, VideoFunction
+from vpu_sim.driver.amphion.model import CoreKind
 from vpu_sim.driver.memtrack import Backing, Caller, MemoryArea
 from vpu_sim.driver.remote import HeapBacking, SocketMemTrack
 

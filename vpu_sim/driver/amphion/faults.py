@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional, Sequence
 
 from vpu_sim import params
-from vpu_sim.driver import amphion
+from vpu_sim.driver.amphion import model as amphion
 from vpu_sim.params import Field
 
 # The internal buffers a release path can forget: the decoder's and the encoder's named leaves.

@@ -23,18 +23,17 @@ from typing import Callable, ClassVar, Optional, Protocol, Sequence
 
 from memtrackfs.errors import KernelError
 from vpu_sim import uapi
-from vpu_sim.driver import amphion
 from vpu_sim.driver.accounting import Held, LeafSet, Memory
-from vpu_sim.driver.amphion import CoreKind
-from vpu_sim.driver.controls import (
+from vpu_sim.driver.amphion import model as amphion
+from vpu_sim.driver.amphion.controls import (
     Control,
     Controls,
     memory_usage_control,
     min_buffers_control,
 )
-from vpu_sim.driver.events import simple_event
-from vpu_sim.driver.faults import NO_FAULTS, Faults
-from vpu_sim.driver.formats import (
+from vpu_sim.driver.amphion.events import simple_event
+from vpu_sim.driver.amphion.faults import NO_FAULTS, Faults
+from vpu_sim.driver.amphion.formats import (
     CAPTURE,
     OUTPUT,
     FormatSpec,
@@ -43,8 +42,9 @@ from vpu_sim.driver.formats import (
     queue_formats,
     try_format,
 )
+from vpu_sim.driver.amphion.model import CoreKind
+from vpu_sim.driver.amphion.queue import DST_QUEUE_OFF_BASE, Buffer, Queue, QueueRequest
 from vpu_sim.driver.memtrack import Caller, Handle
-from vpu_sim.driver.queue import DST_QUEUE_OFF_BASE, Buffer, Queue, QueueRequest
 
 Clock = Callable[[], float]
 DEFAULT_FPS = 30.0
@@ -470,7 +470,7 @@ class Instance:
         """release(): free every buffer, then remove the instance node (no leak report).
 
         With the ``driver-leak`` fault, the named internal buffers are forgotten, and the node
-        that still holds them stays in the tree (see ``vpu_sim.driver.faults``).
+        that still holds them stays in the tree (see ``vpu_sim.driver.amphion.faults``).
         """
         if self.closed:
             return

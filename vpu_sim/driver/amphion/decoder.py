@@ -17,19 +17,30 @@ from dataclasses import replace
 from typing import Callable, Optional, Sequence
 
 from memtrackfs.errors import KernelError
-
 from vpu_sim import uapi
-from vpu_sim.driver import amphion
 from vpu_sim.driver.accounting import LeafSet, Memory
-from vpu_sim.driver.amphion import CoreKind, SequenceHeader
-from vpu_sim.driver.bitstream import pictures_starting
-from vpu_sim.driver.controls import Control
-from vpu_sim.driver.events import simple_event
-from vpu_sim.driver.faults import NO_FAULTS, Faults
-from vpu_sim.driver.formats import CAPTURE, OUTPUT, FormatSpec, PixFormat, queue_formats
-from vpu_sim.driver.instance import DEFAULT_FPS, Clock, Firmware, Instance, NoFirmwareLimit
+from vpu_sim.driver.amphion import model as amphion
+from vpu_sim.driver.amphion.bitstream import pictures_starting
+from vpu_sim.driver.amphion.controls import Control
+from vpu_sim.driver.amphion.events import simple_event
+from vpu_sim.driver.amphion.faults import NO_FAULTS, Faults
+from vpu_sim.driver.amphion.formats import (
+    CAPTURE,
+    OUTPUT,
+    FormatSpec,
+    PixFormat,
+    queue_formats,
+)
+from vpu_sim.driver.amphion.instance import (
+    DEFAULT_FPS,
+    Clock,
+    Firmware,
+    Instance,
+    NoFirmwareLimit,
+)
+from vpu_sim.driver.amphion.model import CoreKind, SequenceHeader
+from vpu_sim.driver.amphion.queue import Buffer, Queue
 from vpu_sim.driver.memtrack import Caller, Handle
-from vpu_sim.driver.queue import Buffer, Queue
 
 
 class Decoder(Instance):
@@ -167,7 +178,7 @@ class Decoder(Instance):
                 and not self._source_change)
 
     def _follow_storm(self) -> None:
-        """A resolution storm (``vpu_sim.driver.faults``): the stream's next header announces its size.
+        """A resolution storm (``vpu_sim.driver.amphion.faults``): the stream's next header announces its size.
 
         Not while a change is pending or CAPTURE is still being restarted for the last one:
         the stream's headers follow each other, one change at a time.

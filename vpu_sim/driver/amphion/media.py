@@ -22,9 +22,9 @@ from typing import Callable, Sequence
 
 from memtrackfs.errors import KernelError
 from vpu_sim import media_uapi as mu
-from vpu_sim.driver import amphion
-from vpu_sim.driver.ioctl_formats import kernel_version
-from vpu_sim.driver.ioctls import UserMemory, load
+from vpu_sim.driver.amphion import model as amphion
+from vpu_sim.driver.amphion.ioctl_formats import kernel_version
+from vpu_sim.driver.amphion.ioctls import UserMemory, load
 from vpu_sim.driver.memtrack import Caller
 
 _IMMUTABLE = mu.MEDIA_LNK_FL_ENABLED | mu.MEDIA_LNK_FL_IMMUTABLE

@@ -15,17 +15,22 @@ from dataclasses import replace
 from typing import Sequence
 
 from memtrackfs.errors import KernelError
-
 from vpu_sim import uapi
-from vpu_sim.driver import amphion
 from vpu_sim.driver.accounting import LeafSet, Memory
-from vpu_sim.driver.amphion import CoreKind
-from vpu_sim.driver.controls import Control
-from vpu_sim.driver.faults import NO_FAULTS, Faults
-from vpu_sim.driver.formats import CAPTURE, OUTPUT, FORMATS, PixFormat
-from vpu_sim.driver.instance import DEFAULT_FPS, Clock, Firmware, Instance, NoFirmwareLimit
+from vpu_sim.driver.amphion import model as amphion
+from vpu_sim.driver.amphion.controls import Control
+from vpu_sim.driver.amphion.faults import NO_FAULTS, Faults
+from vpu_sim.driver.amphion.formats import CAPTURE, FORMATS, OUTPUT, PixFormat
+from vpu_sim.driver.amphion.instance import (
+    DEFAULT_FPS,
+    Clock,
+    Firmware,
+    Instance,
+    NoFirmwareLimit,
+)
+from vpu_sim.driver.amphion.model import CoreKind
+from vpu_sim.driver.amphion.queue import Buffer, Queue
 from vpu_sim.driver.memtrack import Caller, Handle
-from vpu_sim.driver.queue import Buffer, Queue
 
 # A simulated compressed frame: 1/50 of the raw NV12 frame, roughly 4 Mbit/s at 1080p30.
 COMPRESSION_RATIO = 50

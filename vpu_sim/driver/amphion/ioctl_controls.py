@@ -8,10 +8,10 @@ from typing import Callable
 
 from memtrackfs.errors import KernelError
 from vpu_sim import uapi
-from vpu_sim.driver.controls import Control, ControlError
-from vpu_sim.driver.amphion import CoreKind
-from vpu_sim.driver.instance import control_event
-from vpu_sim.driver.ioctls import Call, IoctlError, load
+from vpu_sim.driver.amphion.controls import Control, ControlError
+from vpu_sim.driver.amphion.instance import control_event
+from vpu_sim.driver.amphion.ioctls import Call, IoctlError, load
+from vpu_sim.driver.amphion.model import CoreKind
 
 
 def _fill_query(q: uapi.v4l2_queryctrl | uapi.v4l2_query_ext_ctrl, control: Control) -> None:

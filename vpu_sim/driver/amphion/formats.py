@@ -19,8 +19,8 @@ from typing import Optional
 
 from memtrackfs.errors import KernelError
 from vpu_sim import uapi
-from vpu_sim.driver import amphion
-from vpu_sim.driver.amphion import CoreKind
+from vpu_sim.driver.amphion import model as amphion
+from vpu_sim.driver.amphion.model import CoreKind
 
 OUTPUT = uapi.V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE
 CAPTURE = uapi.V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE

@@ -9,9 +9,13 @@ import re
 
 from memtrackfs.errors import KernelError
 from vpu_sim import uapi
-from vpu_sim.driver import amphion
-from vpu_sim.driver.formats import CAPTURE, OUTPUT, PixFormat, PlaneFormat, fmtdesc_flags
-from vpu_sim.driver.ioctls import Call, load
+from vpu_sim.driver.amphion import model as amphion
+from vpu_sim.driver.amphion.formats import (
+    PixFormat,
+    PlaneFormat,
+    fmtdesc_flags,
+)
+from vpu_sim.driver.amphion.ioctls import Call, load
 
 DEVICE_CAPS = uapi.V4L2_CAP_VIDEO_M2M_MPLANE | uapi.V4L2_CAP_STREAMING | uapi.V4L2_CAP_EXT_PIX_FORMAT
 # v4l_querycap(): the core adds EXT_PIX_FORMAT to both, and DEVICE_CAPS to the capabilities.
