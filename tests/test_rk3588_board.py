@@ -257,7 +257,9 @@ def test_a_decode_holds_mpps_buffers_named_after_the_player(rk3588: Mount) -> No
             ("system", 512), ("system", 4376), ("system-uncached", 140), ("system-uncached", 180),
             ("system-uncached", 388)]
         assert all(b.devices[-1] == "fdc38100.rkvdec-core" for b in buffers)
-        assert sum("fdd90000.vop" in b.devices for b in buffers) == 4       # the frames on the display
+        # The frames on the display: the last 4, and a 5th while a page flip attaches the new
+        # frame before it lets the oldest go (as a KMS commit does).
+        assert sum("fdd90000.vop" in b.devices for b in buffers) in (4, 5)
         assert cat(rk3588, "proc/rk_dmabuf/sgt").count("\n") == 2          # system heaps keep no sgt
     finally:
         assert player.wait(30) == 0
@@ -271,7 +273,9 @@ def test_the_encoder_table_and_the_cores_load(rk3588_61: Mount) -> None:
                                 "--codec", "hevc", "--size", "3840x2160", "--seconds", "3"], stdout=subprocess.DEVNULL)
     try:
         row = "|       0|  RKVENC|    3840|    2160|    h265|      30|      30|     vbr|31104000|      60|    main|"
-        wait_for(lambda: row in cat(rk3588_61, SUMMARY), what="the encoder's table")
+        # The table row comes with the session's configuration, the buffers with its first task.
+        wait_for(lambda: row in cat(rk3588_61, SUMMARY) and "(     12152 KiB)" in cat(rk3588_61, SUMMARY),
+                 what="the encoder's table and its first task's buffers")
         summary = cat(rk3588_61, SUMMARY)
         assert "| session|  device|   width|  height|  format|  fps_in| fps_out| rc_mode| bitrate|gop_size| profile|\n" in summary
         assert " device: fdbd0000.rkvenc-core\n" in summary and "(     12152 KiB)" in summary  # the 4K NV12 input

@@ -36,6 +36,7 @@ SYSFS = "sys/kernel/dmabuf/buffers"
 RK = "proc/rk_dmabuf"
 BITMAP = "proc/rk_dma_heap/alloc_bitmap"
 DRIVERS, READERS = 8, 4
+LIBFUSE_MAX_WORKERS = 10
 SIZE_MAX = (1 << 64) - 1
 PAGE = 4096
 
@@ -749,9 +750,12 @@ def test_soak_drivers_and_readers_stay_consistent_and_match_a_reference(
         # fds: the 8 connections and /dev/fuse are steady; a few come and go with each request
         # (a /proc status read per FUSE open): allow 4.
         assert max(s[2] for s in after) <= max(s[2] for s in before) + 4, sampler.samples
-        # threads: one per connection, libfuse's workers (at most 10), the accept and delayed-work
-        # threads: allow 3 more workers started late.
-        assert max(s[3] for s in after) <= max(s[3] for s in before) + 3, sampler.samples
+        # threads: bounded by the design, not by when they happen to start: each connection has
+        # its reader and, from the first event the server sends it on its own, a writer (so up to
+        # DRIVERS writers may start after the warm-up); libfuse starts workers while all are busy,
+        # at most 10 (FUSE_LOOP_MT_DEF_MAX_THREADS). A leak per operation or per read would pass
+        # this bound within a second.
+        assert max(s[3] for s in after) <= max(s[3] for s in before) + DRIVERS + LIBFUSE_MAX_WORKERS, sampler.samples
         # RSS: each driver keeps at most 3 small roots, 6 buffers and 18 attachments, so the model
         # does not grow. What does is memory malloc keeps for reuse across the daemon's ~20
         # threads: measured here, +3-4 MiB from 20-30 s to 60-90 s, slowing down, while Python's
