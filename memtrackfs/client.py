@@ -24,6 +24,8 @@ from typing import Any, Callable, Optional
 
 from memtrackfs.mounts import socket_for_mount
 
+CLOSE_WAIT = 5.0  # seconds close() waits for the daemon to release what the connection held
+
 
 class MemtrackError(OSError):
     """A request the daemon refused: ``errno`` (number), ``errno_name`` and the daemon's sentence."""
@@ -131,6 +133,17 @@ class MemtrackClient:
             future.set_exception(MemtrackError(message.get("errno", "EIO"), message.get("error", "")))
 
     def close(self) -> None:
+        """End the connection as the last close of a dma-buf or device fd does: return once the
+        daemon has let go of everything the connection held (it closes its end only after that),
+        so a tool that closes and exits leaves nothing behind for the next reader to see. Waits at
+        most ``CLOSE_WAIT`` seconds for a daemon that does not answer (stopped, gone)."""
+        try:
+            self._sock.shutdown(socket.SHUT_WR)  # the daemon reads EOF, releases, then closes
+        except OSError:
+            pass
+        else:
+            if threading.current_thread() is not self._reader:  # not from an on_event handler
+                self.closed.wait(CLOSE_WAIT)
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
