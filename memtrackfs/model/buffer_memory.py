@@ -125,8 +125,3 @@ class BufferMemory:
                     self._pages.pop(page, None)
                 else:
                     self._pages[page] = chunk
-
-    @property
-    def stored_bytes(self) -> int:
-        with self._lock:
-            return len(self._pages) * PAGE_SIZE

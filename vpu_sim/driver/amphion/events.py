@@ -59,9 +59,6 @@ class EventQueue:
         self._subscribed.discard((event_type, event_id))
         self._queued.pop((event_type, event_id), None)
 
-    def subscribed(self, event_type: int, event_id: int = 0) -> bool:
-        return (event_type, event_id) in self._subscribed
-
     def queue(self, event: uapi.v4l2_event) -> bool:
         """v4l2_event_queue_fh(): True if the file is subscribed (the event is then pending)."""
         key = (event.type, event.id)
