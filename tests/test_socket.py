@@ -221,6 +221,37 @@ def test_connections_are_capped_in_all(tmp_path, monkeypatch) -> None:
         kernel.shutdown()
 
 
+def test_admitting_a_connection_takes_no_lock_under_the_table_of_connections(tmp_path) -> None:
+    """README "Locking" rule 5: the server's table of connections is a leaf lock, nothing is taken
+    under it; a new connection's session records itself under Kernel.lock after the table's lock
+    is released (else a long render under Kernel.lock would hold up every connection's end)."""
+    kernel = Kernel()
+    path = str(tmp_path / "order.sock")
+    server = DriverServer(kernel, path)
+    table_held: list[bool] = []
+    model_lock = kernel.lock
+
+    class Recording:
+        """Kernel.lock, noting whether the table's lock is held each time it is taken."""
+
+        def __enter__(self) -> bool:
+            table_held.append(server._lock.locked())
+            return model_lock.__enter__()
+
+        def __exit__(self, *exc: object) -> None:
+            model_lock.__exit__(*exc)
+
+    kernel.lock = Recording()
+    server.start()
+    try:
+        with MemtrackClient(path) as c:  # one peer at a time: no other thread holds the table's lock
+            c.call("root", name="r")
+    finally:
+        server.close()
+        kernel.shutdown()
+    assert table_held and not any(table_held), table_held
+
+
 def test_an_event_handler_that_raises_does_not_stop_the_client(mount: Mount, capfd) -> None:
     """The client reads replies and events on one thread: a handler's exception (a driver's bug)
     is printed, and the replies of every later call still arrive."""

@@ -297,22 +297,25 @@ class DriverServer:
             _refuse(sock, KernelError(errno.EACCES, "only the socket's owner and root may connect"))
             return
         with self._lock:
+            refusal = None
             if len(self._connections) >= MAX_CONNECTIONS or self._per_uid[uid] >= MAX_CONNECTIONS_PER_UID:
                 refusal = KernelError(errno.ECONNREFUSED, (
                     f"too many connections ({len(self._connections)} in all, {self._per_uid[uid]} from uid {uid}; "
                     f"at most {MAX_CONNECTIONS} and {MAX_CONNECTIONS_PER_UID} per user): close some"))
-                connection = None
-            else:
-                connection = Connection(self, sock, pid, uid)
-                self._connections.add(connection)
-                self._per_uid[uid] += 1
-        if connection is None:
+        if refusal is not None:
             _refuse(sock, refusal)
             return
+        # Made outside the table's lock, a leaf (README "Locking" 5): the session reads /proc and
+        # takes Kernel.lock. Only this thread admits, so the counts checked above can only fall.
+        connection = Connection(self, sock, pid, uid)
+        with self._lock:
+            self._connections.add(connection)
+            self._per_uid[uid] += 1
         try:
             threading.Thread(target=connection.serve, name=f"driver-{pid}", daemon=True).start()
         except BaseException:
             self.forget(connection)
+            self.kernel.close_file(connection.session.file_key)  # it will never end by itself
             raise
 
     def forget(self, connection: Connection) -> None:
