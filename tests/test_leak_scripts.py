@@ -7,14 +7,13 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from helpers import ROOT
 from helpers.board_files import MEMTRACK, X_BYTES, amphion_tree, write_board
 
-from memtrackfs.testing.helpers import Mount
+from memtrackfs.testing.helpers import Mount, wait_for
 
 LEAKWATCH = str(ROOT / "scripts" / "leakwatch.sh")
 RK_PEAK = str(ROOT / "scripts" / "rk-peak.sh")
@@ -91,11 +90,18 @@ def test_leakwatch_reports_what_a_command_left_per_instance_and_name(mount: Moun
         assert "leakwatch: LEAK" not in done.stderr and done.stderr.endswith("leakwatch: no leak\n")
 
 
-def test_leakwatch_for_a_duration_catches_dma_bufs_kept_and_not_those_freed(mount: Mount) -> None:
+def _first_sample_taken(tmp: Path) -> bool:
+    """leakwatch (its TMPDIR ``tmp``) has taken its first sample: its second one has begun."""
+    return any("@\t2\n" in samples.read_text() for samples in tmp.glob("leakwatch.*/samples"))
+
+
+def test_leakwatch_for_a_duration_catches_dma_bufs_kept_and_not_those_freed(mount: Mount, tmp_path: Path) -> None:
     with mount.client(client="") as mt:
+        first, second = tmp_path / "first", tmp_path / "second"
+        first.mkdir(), second.mkdir()
         watch = subprocess.Popen(["busybox", "sh", LEAKWATCH, "-i", "0.2", "-d", "1.2"], stderr=subprocess.PIPE,
-                                 text=True, env={**os.environ, "ROOT": str(mount.path)})
-        time.sleep(0.4)
+                                 text=True, env={**os.environ, "ROOT": str(mount.path), "TMPDIR": str(first)})
+        wait_for(lambda: _first_sample_taken(first), what="leakwatch's first sample")
         buffer = mt.call("export", exporter="test-exporter", bytes=2 * MIB)["buffer"]
         _, report = watch.communicate(timeout=30)
         assert watch.returncode == 1, report
@@ -104,8 +110,8 @@ def test_leakwatch_for_a_duration_catches_dma_bufs_kept_and_not_those_freed(moun
         assert "leakwatch: LEAK: rk_dmabuf/size grew by 2048 KiB" in report
         # Freed during the watch: shrinking is no leak.
         watch = subprocess.Popen(["sh", LEAKWATCH, "-i", "0.2", "-d", "0.8"], stderr=subprocess.PIPE, text=True,
-                                 env={**os.environ, "ROOT": str(mount.path)})
-        time.sleep(0.3)
+                                 env={**os.environ, "ROOT": str(mount.path), "TMPDIR": str(second)})
+        wait_for(lambda: _first_sample_taken(second), what="leakwatch's first sample")
         mt.call("put", buffer=buffer)
         _, report = watch.communicate(timeout=30)
         assert watch.returncode == 0, report
