@@ -52,7 +52,7 @@ def usage_of(line: str) -> int:
 
 # A client written against the UAPI in Python: fcntl.ioctl with ctypes structs (vpu_sim.apps.v4l2).
 PY_CLIENT = r"""
-import os, sys, time
+import os, sys
 from vpu_sim import uapi
 from vpu_sim.apps.v4l2 import CAPTURE, OUTPUT, V4l2Device
 dev = V4l2Device(sys.argv[1])
@@ -69,9 +69,10 @@ dev.stream_on(CAPTURE)
 for _ in range(int(sys.argv[2])):
     dev.queue(OUTPUT, dev.dequeue(OUTPUT).index, [100000])
     dev.queue(CAPTURE, dev.dequeue(CAPTURE).index)
-time.sleep(0.4)
-print("usage", dev.get_control64(uapi.V4L2_CID_MEMORY_USAGE), "tgid", os.getpid(), flush=True)
-sys.stdin.readline()
+for line in sys.stdin:  # "usage": the control now; anything else: close
+    if line != "usage\n":
+        break
+    print("usage", dev.get_control64(uapi.V4L2_CID_MEMORY_USAGE), "tgid", os.getpid(), flush=True)
 """
 
 
@@ -88,16 +89,25 @@ def test_a_uapi_client_sees_its_instance_usage_through_the_control(vpu: Mount, t
     command = [sys.executable, "-c", PY_CLIENT] if language == "python" else _c_client(tmp_path)
     app = subprocess.Popen([*command, str(vpu / DECODER), "5"], stdin=subprocess.PIPE,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+
+    def control() -> tuple[int, int]:
+        """(the client's V4L2_CID_MEMORY_USAGE now, its tgid)"""
+        app.stdin.write("usage\n")
+        app.stdin.flush()
         line = app.stdout.readline()
         assert line.startswith("usage "), app.stderr.read()
         words = line.split()
-        usage, tgid = int(words[1]), int(words[3])
+        return int(words[1]), int(words[3])
+
+    try:
+        # The control follows the tree through the driver's coalesced (200 ms) notifications.
+        wait_for(lambda: control()[0] == usage_of(instances(vpu)[0][0]), what="the control to show the tree's usage")
+        usage, tgid = control()
         [instance] = instances(vpu)
         assert instance[0].startswith(f"instance (tgid={tgid}, pid={tgid}) usage: {usage}")
         assert usage == usage_of(instance[0]) > 0
     finally:
-        app.communicate("\n", timeout=10)
+        app.communicate("close\n", timeout=10)
     assert app.returncode == 0
     vpu.settle()  # its release has reached the driver, which freed the instance
     assert instances(vpu) == []

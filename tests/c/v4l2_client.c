@@ -1,7 +1,8 @@
 /* A V4L2 decoder client written against the kernel UAPI only (linux/videodev2.h), as a real
  * application would be: S_FMT, REQBUFS, STREAMON, a few QBUF/DQBUF, then V4L2_CID_MEMORY_USAGE
- * through VIDIOC_G_EXT_CTRLS. Prints "usage BYTES tgid TGID" and waits for a line on stdin
- * before closing, so the caller can look at the tree while the instance lives.
+ * through VIDIOC_G_EXT_CTRLS. For each line "usage" on stdin it prints "usage BYTES tgid TGID";
+ * any other line (or EOF) closes it, so the caller can look at the tree while the instance lives
+ * and ask again until the control has caught up with it (notifications are coalesced).
  * Usage: v4l2_client /path/to/decoder-node FRAMES */
 #include <errno.h>
 #include <fcntl.h>
@@ -101,13 +102,12 @@ int main(int argc, char **argv)
 		queue(out_type, dequeue(out_type), 100000);
 		queue(cap_type, dequeue(cap_type), 0);
 	}
-	usleep(400 * 1000); /* past the 200 ms notify delay */
-	xioctl(VIDIOC_G_EXT_CTRLS, &ctrls, "VIDIOC_G_EXT_CTRLS");
-	printf("usage %lld tgid %d size %ux%u\n", (long long)usage.value64, getpid(),
-	       fmt.fmt.pix_mp.width, fmt.fmt.pix_mp.height);
-	fflush(stdout);
-	if (!fgets(line, sizeof(line), stdin))
-		line[0] = 0;
+	while (fgets(line, sizeof(line), stdin) && strcmp(line, "usage\n") == 0) {
+		xioctl(VIDIOC_G_EXT_CTRLS, &ctrls, "VIDIOC_G_EXT_CTRLS");
+		printf("usage %lld tgid %d size %ux%u\n", (long long)usage.value64, getpid(),
+		       fmt.fmt.pix_mp.width, fmt.fmt.pix_mp.height);
+		fflush(stdout);
+	}
 	close(fd);
 	return 0;
 }
