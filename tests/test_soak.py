@@ -27,7 +27,7 @@ from typing import Any, Optional
 import psutil
 import pytest
 
-from memtrackfs.testing.helpers import Mount
+from memtrackfs.testing.helpers import Mount, wait_for
 
 MEMTRACK = "sys/kernel/debug/v4l2-memtrack"
 BUFINFO = "sys/kernel/debug/dma_buf/bufinfo"
@@ -708,7 +708,10 @@ def test_soak_drivers_and_readers_stay_consistent_and_match_a_reference(
             assert all(line.startswith("done") for line in lines), lines
             sampler.stop.set()
             sampler.thread.join()
-            time.sleep(0.5)  # the readers go on a little over the final state
+            # The readers go on over the final state: each kind of file read once more (or a failure).
+            seen = dict(readers.reads)
+            wait_for(lambda: bool(readers.failures) or all(readers.reads[kind] > n for kind, n in seen.items()),
+                     what="every kind of file to be read over the final state")
         assert not readers.failures, "\n".join(readers.failures)
         assert set(readers.reads) == {"memtrack", "rk", "bufinfo", "sysfs", "kmsg", "control", "bitmap", "sgt"}, readers.reads
         assert readers.byte_reads > 0
