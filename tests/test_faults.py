@@ -280,10 +280,11 @@ def _churn(path: str, rounds: int) -> None:
 def test_thousands_of_connect_disconnect_cycles_leave_no_fds_threads_or_state(memtrackfs_mount: Mount) -> None:
     mount = memtrackfs_mount
     daemon = psutil.Process(daemon_pid(mount))
+    idle_fds = daemon.num_fds()
     _churn(str(mount.socket), 60)  # warm-up: the first thread stacks, the allocator's arenas
-    wait_for(lambda: mount.read("proc/rk_dmabuf/size") == b"Total: 0 KiB\n" and not os.listdir(mount / TREE),
-             what="the warm-up connections to be cleaned up")
-    time.sleep(0.5)
+    # Cleaned up: the state they held, and their sockets (closed last, just before their threads end).
+    wait_for(lambda: mount.read("proc/rk_dmabuf/size") == b"Total: 0 KiB\n" and not os.listdir(mount / TREE)
+             and daemon.num_fds() <= idle_fds, what="the warm-up connections to be cleaned up")
     fds, threads, rss = daemon.num_fds(), daemon.num_threads(), daemon.memory_info().rss
     _churn(str(mount.socket), 3000)
 
