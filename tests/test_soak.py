@@ -710,7 +710,8 @@ def test_soak_drivers_and_readers_stay_consistent_and_match_a_reference(
             sampler.thread.join()
             # The readers go on over the final state: each kind of file read once more (or a failure).
             seen = dict(readers.reads)
-            wait_for(lambda: bool(readers.failures) or all(readers.reads[kind] > n for kind, n in seen.items()),
+            wait_for(lambda: bool(readers.failures)
+                     or all(readers.reads[kind] > n for kind, n in seen.items()),
                      what="every kind of file to be read over the final state")
         assert not readers.failures, "\n".join(readers.failures)
         assert set(readers.reads) == {"memtrack", "rk", "bufinfo", "sysfs", "kmsg", "control", "bitmap", "sgt"}, readers.reads
