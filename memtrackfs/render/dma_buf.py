@@ -7,7 +7,8 @@ from memtrackfs.model.dmabuf import DmaBuf, DmaBufTable
 
 
 def render_dma_buf_bufinfo(table: DmaBufTable) -> bytes:
-    """Every buffer, newest first: size, file flags and mode, references, exporter, inode, name."""
+    """dma_buf_debug_show(): every buffer, newest first: size, file flags and mode, references,
+    exporter, inode, name, and its attached devices."""
     out = ["\nDma-buf Objects:\n",
            "%-8s\t%-8s\t%-8s\t%-8s\texp_name\t%-8s\tname\n" % ("size", "flags", "mode", "count", "ino")]
     count = size = 0
@@ -25,8 +26,10 @@ def render_dma_buf_bufinfo(table: DmaBufTable) -> bytes:
 
 
 def render_dma_buf_exporter_name(buf: DmaBuf) -> bytes:
+    """exporter_name_show(): ``"%s\\n"`` of the exporter's name."""
     return f"{buf.exporter}\n".encode("utf-8")
 
 
 def render_dma_buf_size(buf: DmaBuf) -> bytes:
+    """size_show(): ``"%zu\\n"`` of the size in bytes."""
     return f"{buf.size}\n".encode("ascii")

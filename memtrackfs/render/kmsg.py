@@ -22,6 +22,7 @@ def _escape(message: str) -> str:
 
 
 def render_kmsg_record(record: LogRecord) -> bytes:
+    """devkmsg_read(): one record, msg_print_ext_header() then the escaped text and a newline."""
     prefix = record.facility << 3 | record.level
     return f"{prefix},{record.seq},{record.usec},-;{_escape(record.message)}\n".encode("ascii")
 

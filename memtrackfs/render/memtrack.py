@@ -5,7 +5,8 @@ from memtrackfs.model.tracker import Leaf, Node
 
 
 def render_memtrack(root: Node) -> bytes:
-    """The debugfs file of one tracker root: the total, then every node in pre-order."""
+    """v4l2_memtrack_seq_show(): the debugfs file of one tracker root: the total, then every node
+    in pre-order."""
     out = [f"Total memory usage: {root.usage} bytes\n"]
     _render_subtree(root, out)
     return "".join(out).encode("utf-8")

@@ -67,6 +67,8 @@ def _encoder_table(session: MppSession, out: list[str]) -> None:
 
 
 def render_mpp_sessions_summary(service: MppService) -> bytes:
+    """``--bsp 6.1``: mpp_show_session_summary(); ``5.10``: the guide's ``"%s Total: %lu KiB\\n"`` per
+    device, which no published BSP source prints (docs/spec/rockchip-rk3588.md §3.1)."""
     out: list[str] = []
     listed = [s for s in service.sessions.values() if s.listed]
     if service.board.summary == "guide":

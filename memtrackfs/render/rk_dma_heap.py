@@ -21,7 +21,7 @@ def _bitmap_words(heap: CmaHeap) -> list[int]:
 
 
 def render_rk_dma_heap_alloc_bitmap(heap: CmaHeap) -> bytes:
-    """Total and used KiB, a blank line, then the bitmap as "%08X" words, 8 a line."""
+    """cma_procfs_show(): total and used KiB, a blank line, then the bitmap as "%08X" words, 8 a line."""
     words = _bitmap_words(heap)
     lines = [" ".join("%08X" % word for word in words[i:i + _WORDS_PER_LINE]) + "\n"
              for i in range(0, len(words), _WORDS_PER_LINE)]

@@ -24,10 +24,12 @@ def _buffer_prefix(buf: DmaBuf) -> bytes:
 
 
 def render_rk_dmabuf_size(table: DmaBufTable) -> bytes:
+    """rk_dmabuf_size_show(): ``"Total: %lu KiB\\n"`` of every live dma-buf's size."""
     return b"Total: %d KiB\n" % (table.total >> 10)
 
 
 def render_rk_dmabuf_peak(table: DmaBufTable) -> bytes:
+    """rk_dmabuf_peak_show(): ``"Peak: %lu MiB\\n"`` of the high-water mark."""
     return b"Peak: %d MiB\n" % (table.peak >> 20)
 
 
@@ -39,7 +41,8 @@ def write_rk_dmabuf_peak(table: DmaBufTable, data: bytes) -> None:
 
 
 def render_rk_dmabuf_dev(table: DmaBufTable) -> bytes:
-    """Every buffer, newest first, with the devices attached to it, newest first."""
+    """rk_dmabuf_dev_show() (rk_dmabuf_cb3() per buffer): every buffer, newest first, with the
+    devices attached to it, newest first."""
     out = [_HEADER % (b"DMABUF", b"NAME", b"EXPORT", b"SIZE:KiB", b"AttachedDevices")]
     for buf in table.newest_first():
         devices = b"".join(b" " + _text(a.device) for a in buf.newest_attachments())

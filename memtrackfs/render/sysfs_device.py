@@ -19,23 +19,27 @@ MAJOR, MINOR = 0, 0
 
 
 def render_class_uevent(node: DeviceNode) -> bytes:
+    """dev_uevent() of a class device: MAJOR, MINOR, DEVNAME."""
     return b"MAJOR=%d\nMINOR=%d\nDEVNAME=%s\n" % (MAJOR, MINOR, node.name.encode())
 
 
 def render_dev(node: DeviceNode) -> bytes:
+    """dev_show(): print_dev_t()."""
     return b"%d:%d\n" % (MAJOR, MINOR)
 
 
 def render_label(node: DeviceNode) -> bytes:
-    """``name`` of a video4linux device, ``model`` of a media device."""
+    """name_show() (v4l2-dev.c) of a video4linux device, model_show() (mc-device.c) of a media device."""
     assert node.identity is not None
     return node.identity.label.encode() + b"\n"
 
 
 def render_index(node: DeviceNode) -> bytes:
+    """index_show() (v4l2-dev.c): ``"%i\\n"``."""
     assert node.identity is not None
     return b"%d\n" % node.identity.index
 
 
 def render_parent_uevent(driver: str) -> bytes:
+    """dev_uevent() of the parent platform device: DRIVER= of the bound driver."""
     return b"DRIVER=%s\n" % driver.encode()
