@@ -136,10 +136,12 @@ def mount(mountpoint: str, options: MountOptions, foreground: bool) -> int:
     from memtrackfs.server.server import claim_socket_path
 
     mountpoint = os.path.abspath(mountpoint)
-    claim_socket_path(options.socket_path)  # refused before anything is written beside it
+    # The mount point first: mounting a live mount again is refused for what it is, not for
+    # the live daemon on its default socket.
     note = prepare_mountpoint(mountpoint)
     if note:
         print(f"memtrackfs: {note}", file=sys.stderr)
+    claim_socket_path(options.socket_path)  # refused before anything is written beside it
 
     def announce() -> None:
         print(f"memtrackfs: mounted at {mountpoint}; driver socket {options.socket_path}; daemon pid {os.getpid()}",
