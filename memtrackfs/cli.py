@@ -116,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     metrics.add_argument("--mount", **where)
     metrics.add_argument("-o", "--output", metavar="FILE", help="write FILE atomically instead of printing")
     metrics.add_argument("--listen", metavar="ADDR:PORT", help="serve http://ADDR:PORT/metrics until Ctrl-C")
-    plot = subcommand(sub, "plot", "draw a record as a PNG (needs matplotlib: memtrackfs[plot])",
+    plot = subcommand(sub, "plot", "draw a record as a PNG (needs matplotlib, the `plot` extra)",
                       examples=["memtrackfs plot usage.jsonl -o usage.png"])
     plot.add_argument("record", metavar="RECORD")
     plot.add_argument("-o", "--output", required=True, metavar="PNG")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import struct
 import subprocess
@@ -199,3 +200,16 @@ def test_diff_of_a_file_that_is_no_snapshot_is_one_line_naming_it(tmp_path: Path
         error = done.stderr.decode()
         assert done.returncode == 2 and done.stdout == b"", error
         assert error.startswith(f"memtrackfs: diff: {bad}: ") and error.count("\n") == 1, error
+
+
+def test_plot_without_matplotlib_says_how_to_install_it(tmp_path: Path) -> None:
+    """memtrackfs is not on PyPI, so the hint names what is: matplotlib itself."""
+    missing = tmp_path / "no-matplotlib" / "matplotlib"
+    missing.mkdir(parents=True)
+    (missing / "__init__.py").write_text("raise ImportError('no matplotlib here')\n")
+    record = tmp_path / "usage.jsonl"
+    record.write_text('{"record": "memtrackfs", "version": 2, "root": "/", "started": "x"}\n')
+    env = dict(os.environ, PYTHONPATH=str(missing.parent))
+    done = memtrackfs("plot", str(record), "-o", str(tmp_path / "usage.png"), env=env, check=False)
+    assert (done.returncode, done.stderr.decode()) == (
+        1, "memtrackfs: plot: needs matplotlib (the `plot` extra): pip install matplotlib\n")

@@ -134,7 +134,7 @@ def plot(record_path: str, png_path: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SystemExit("memtrackfs plot needs matplotlib: pip install 'memtrackfs[plot]'") from None
+        raise SystemExit("memtrackfs: plot: needs matplotlib (the `plot` extra): pip install matplotlib") from None
     head, samples = load_record(record_path)
     times = [s["t"] for s in samples]
     trackers = list(dict.fromkeys(name for s in samples for name in s["trackers"]))
