@@ -195,8 +195,8 @@ def _add_mount_option(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
+    parser = args.command_parser
     try:
         if args.command == "mount":
             from memtrackfs.daemon import MountOptions, mount
@@ -261,7 +261,7 @@ def _metrics(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 0
     address, _, port = args.listen.rpartition(":")
     if not port.isdigit() or not 0 <= int(port) < 65536:
-        parser.error(f"metrics: --listen takes ADDR:PORT (e.g. 127.0.0.1:9842), not {args.listen!r}")
+        parser.error(f"--listen takes ADDR:PORT (e.g. 127.0.0.1:9842), not {args.listen!r}")
     import signal
     import threading
 
@@ -344,7 +344,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from memtrackfs.sandbox.run import run
     command = args.program[1:] if args.program[:1] == ["--"] else args.program
     if not command:
-        parser.error("run: no COMMAND given (memtrackfs run [OPTIONS] -- COMMAND...)")
+        parser.error("no COMMAND given (memtrackfs run [OPTIONS] -- COMMAND...)")
     board_name = _board(parser, args) if args.board or args.bsp else None
     parse_heap_options(args.heap)  # refused here, before anything is mounted
     return run(command, board_name, args.bsp, not args.no_vpu, args.heap, args.scenario)

@@ -17,8 +17,12 @@ def subcommand(subparsers: Any, name: str, summary: str, description: str = "",
                examples: Sequence[str] = (), **kwargs: Any) -> argparse.ArgumentParser:
     """A subcommand: ``summary`` in the command list, ``description`` and ``examples`` in its --help."""
     epilog = ("examples:\n" + "".join(f"  {example}\n" for example in examples)) if examples else None
-    return subparsers.add_parser(name, help=summary, description=description or summary[:1].upper() + summary[1:],
-                                 epilog=epilog, formatter_class=HelpFormatter, **kwargs)
+    parser = subparsers.add_parser(name, help=summary, description=description or summary[:1].upper() + summary[1:],
+                                   epilog=epilog, formatter_class=HelpFormatter, **kwargs)
+    # A usage error found after parsing (options that do not go together) shows this command's
+    # usage, as argparse's own errors do: `parse_args(...).command_parser.error(...)`.
+    parser.set_defaults(command_parser=parser)
+    return parser
 
 
 def error_text(exc: OSError) -> str:

@@ -85,3 +85,19 @@ def test_a_failed_mount_says_why_on_the_terminal(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr == (f"memtrackfs: mount failed: fuse: mount failed: Invalid argument "
                            f"(daemon log: {tmp_path / 's.log'})\n")
+
+
+@pytest.mark.parametrize("argv, usage, error", [
+    (["memtrackfs", "run", "--bsp", "6.1", "--", "true"], "usage: memtrackfs run ",
+     "memtrackfs run: error: --bsp is for --board rk3588 (its BSP kernels), not union"),
+    (["memtrackfs", "run"], "usage: memtrackfs run ", "memtrackfs run: error: no COMMAND given"),
+    (["vpu_sim", "play", "--playlist", "2", "--mount", "/nonexistent"], "usage: vpu-sim play ",
+     "vpu-sim play: error: --playlist is for the rk3588 player"),
+    (["vpu_sim", "play", "--keep-exports", "5"], "usage: vpu-sim play ",
+     "vpu-sim play: error: --keep-exports needs --export-to"),
+    (["vpu_sim", "scenario"], "usage: vpu-sim scenario ", "vpu-sim scenario: error: give a SCENARIO"),
+])
+def test_a_usage_error_found_after_parsing_shows_its_commands_usage(argv: list[str], usage: str, error: str) -> None:
+    """As argparse does for the errors it finds itself (`vpu-sim play --size 12`)."""
+    done = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.startswith(usage) and f"\n{error}" in done.stderr, done.stderr

@@ -250,8 +250,8 @@ def _board_display(mount: str) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
+    parser = args.command_parser
     if getattr(args, "keep_exports", None) is not None and not args.export_to:
         parser.error("--keep-exports needs --export-to: only exported buffers can be kept")
     dev_dir = os.path.join(args.mount, "dev")
@@ -268,7 +268,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(listing(), end="")
                 return 0
             if args.file is None:
-                parser.error("scenario: give a SCENARIO (a built-in name or a file), or --list")
+                parser.error("give a SCENARIO (a built-in name or a file), or --list")
             return run_scenario(args.file, args.mount)
         width, height = args.size
         if args.command != "transcode" and _uses_mpp(args, dev_dir):
