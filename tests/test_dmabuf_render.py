@@ -18,11 +18,11 @@ from memtrackfs.render.dma_buf import (
 )
 from memtrackfs.render.rk_dma_heap import render_rk_dma_heap_alloc_bitmap
 from memtrackfs.render.rk_dmabuf import (
+    parse_rk_dmabuf_peak_write,
     render_rk_dmabuf_dev,
     render_rk_dmabuf_peak,
     render_rk_dmabuf_sgt,
     render_rk_dmabuf_size,
-    write_rk_dmabuf_peak,
 )
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
@@ -169,7 +169,8 @@ def test_alloc_bitmap_lines_of_eight_words() -> None:
 @pytest.mark.parametrize("data", [b"0\n", b"0", b"00", b"0x", b"0 and the rest"])
 def test_peak_write_zero_resets_to_zero(board: tuple[DmaBufTable, CmaHeap], data: bytes) -> None:
     table, _ = board
-    write_rk_dmabuf_peak(table, data)
+    parse_rk_dmabuf_peak_write(data)
+    table.reset_peak()
     assert render_rk_dmabuf_peak(table) == b"Peak: 0 MiB\n"
     assert table.total == 1282560  # the total is untouched
 
@@ -179,6 +180,6 @@ def test_peak_write_other_first_byte_is_einval(board: tuple[DmaBufTable, CmaHeap
     table, _ = board
     table.peak = 5 * MiB
     with pytest.raises(KernelError) as info:
-        write_rk_dmabuf_peak(table, data)
+        parse_rk_dmabuf_peak_write(data)
     assert info.value.errno == errno.EINVAL
     assert table.peak == 5 * MiB

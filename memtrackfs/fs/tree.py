@@ -23,6 +23,7 @@ from memtrackfs.model.boards import (
     RK_HEAP_BITMAP,
 )
 from memtrackfs.model.dmabuf import DmaBuf, DmaBufTable
+from memtrackfs.model.kmsg import LEVEL_WARNING, KernelLog
 from memtrackfs.model.mpp import MppService
 from memtrackfs.model.tracker import Node
 from memtrackfs.render.dma_buf import (
@@ -31,7 +32,8 @@ from memtrackfs.render.dma_buf import (
     render_dma_buf_size,
 )
 from memtrackfs.render.dynamic_debug import (
-    apply_dynamic_debug_query,
+    USER_BUF_PAGE,
+    parse_dynamic_debug_query,
     render_dynamic_debug_control,
 )
 from memtrackfs.render.memtrack import render_memtrack
@@ -50,11 +52,11 @@ from memtrackfs.render.rk_dma_heap import (
     render_rk_total_pools_kb,
 )
 from memtrackfs.render.rk_dmabuf import (
+    parse_rk_dmabuf_peak_write,
     render_rk_dmabuf_dev,
     render_rk_dmabuf_peak,
     render_rk_dmabuf_sgt,
     render_rk_dmabuf_size,
-    write_rk_dmabuf_peak,
 )
 
 
@@ -94,6 +96,19 @@ def _read_only_0644(data: bytes) -> None:
     raise KernelError(errno.EIO, "this file has no write handler")
 
 
+def _reset_peak(dmabufs: DmaBufTable, data: bytes) -> None:
+    parse_rk_dmabuf_peak_write(data)
+    dmabufs.reset_peak()
+
+
+def _write_dynamic_debug_control(log: KernelLog, data: bytes) -> None:
+    """ddebug_proc_write(): every query is checked before any applies (a bad write changes
+    nothing); a write too long for the kernel's page is refused and logged as the kernel logs it."""
+    if len(data) >= USER_BUF_PAGE:
+        log.emit(LEVEL_WARNING, f"dyndbg: expected <{USER_BUF_PAGE} bytes into control")
+    log.set_debug_sites(parse_dynamic_debug_query(log.sites, data))
+
+
 def _mpp_u32(service: MppService, attribute: str) -> GeneratedFile:
     """mpp_procfs_create_u32(): a u32 of the service, read as ``%d``, written in any base."""
     return GeneratedFile(lambda: render_u32(getattr(service, attribute)),
@@ -123,7 +138,7 @@ def proc_entries(kernel: Kernel) -> dict[str, Entry]:
         own["rk_dmabuf"] = Directory({
             "size": GeneratedFile(lambda: render_rk_dmabuf_size(dmabufs)),
             "peak": GeneratedFile(lambda: render_rk_dmabuf_peak(dmabufs),
-                                  lambda data: write_rk_dmabuf_peak(dmabufs, data)),
+                                  lambda data: _reset_peak(dmabufs, data)),
             "dev": GeneratedFile(lambda: render_rk_dmabuf_dev(dmabufs)),
             "sgt": GeneratedFile(lambda: render_rk_dmabuf_sgt(dmabufs)),
         })
@@ -173,7 +188,7 @@ def build_tree(kernel: Kernel) -> Directory:
         debug["v4l2-memtrack"] = Directory(mode=0o755, lookup=memtrack_lookup, names=lambda: list(tracker.roots))
         debug["dynamic_debug"] = Directory({
             "control": GeneratedFile(lambda: render_dynamic_debug_control(log.sites),
-                                     lambda data: apply_dynamic_debug_query(log, data)),
+                                     lambda data: _write_dynamic_debug_control(log, data)),
         }, mode=0o755)
     debug["dma_buf"] = Directory({"bufinfo": GeneratedFile(lambda: render_dma_buf_bufinfo(kernel.dmabufs))},
                                  mode=0o755)

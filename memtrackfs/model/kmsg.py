@@ -49,6 +49,12 @@ class KernelLog:
         self.sites = sites
         self._warned: set[str] = set()
 
+    def set_debug_sites(self, changes: list[tuple[list[DebugSite], bool]]) -> None:
+        """Turn the listed sites' printing on or off (a parsed dynamic_debug/control write)."""
+        for selected, enabled in changes:
+            for site in selected:
+                site.enabled = enabled
+
     def emit(self, level: int, message: str, facility: int = FACILITY_KERNEL) -> None:
         self.records.append(LogRecord(level, self.next_seq, self._clock_usec(), message, facility))
         self.next_seq += 1

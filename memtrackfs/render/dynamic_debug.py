@@ -5,7 +5,7 @@ import errno
 import os
 
 from memtrackfs.errors import KernelError
-from memtrackfs.model.kmsg import LEVEL_WARNING, DebugSite, KernelLog
+from memtrackfs.model.kmsg import DebugSite
 
 _HEADER = "# filename:lineno [module]function flags format\n"
 USER_BUF_PAGE = 4096
@@ -30,18 +30,16 @@ def _matches(site: DebugSite, keyword: str, value: str) -> bool:
     return value == site.function  # keyword == "func"
 
 
-def apply_dynamic_debug_query(log: KernelLog, data: bytes) -> None:
-    """``KEYWORD VALUE [KEYWORD VALUE...] +p|-p|=p|=_`` for the sites listed; anything else EINVAL.
+def parse_dynamic_debug_query(sites: list[DebugSite], data: bytes) -> list[tuple[list[DebugSite], bool]]:
+    """ddebug_exec_queries(): ``KEYWORD VALUE [KEYWORD VALUE...] +p|-p|=p|=_`` for the sites
+    listed; anything else EINVAL. Returns (sites, enabled) per query, for the caller to apply.
 
-    Several queries may be separated by ';' or newlines, as the kernel accepts. Every query is
-    checked before any is applied, so a bad write changes nothing. As ddebug_proc_write(), a
-    write of USER_BUF_PAGE (4096) bytes or more is E2BIG, and says so in the kernel log: FUSE
-    hands a long write over in pieces, and none of them may be applied.
+    Several queries may be separated by ';' or newlines, as the kernel accepts. As
+    ddebug_proc_write(), a write of USER_BUF_PAGE (4096) bytes or more is E2BIG: FUSE hands a
+    long write over in pieces, and none of them may be applied.
     """
-    if len(data) > USER_BUF_PAGE - 1:
-        log.emit(LEVEL_WARNING, f"dyndbg: expected <{USER_BUF_PAGE} bytes into control")
+    if len(data) >= USER_BUF_PAGE:
         raise KernelError(errno.E2BIG, f"a dynamic_debug/control write takes less than {USER_BUF_PAGE} bytes")
-    sites = log.sites
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:
@@ -64,6 +62,4 @@ def apply_dynamic_debug_query(log: KernelLog, data: bytes) -> None:
         changes.append((selected, flags in ("+p", "=p")))
     if not changes:
         raise KernelError(errno.EINVAL, "empty dynamic_debug query")
-    for selected, enabled in changes:
-        for site in selected:
-            site.enabled = enabled
+    return changes

@@ -33,11 +33,11 @@ def render_rk_dmabuf_peak(table: DmaBufTable) -> bytes:
     return b"Peak: %d MiB\n" % (table.peak >> 20)
 
 
-def write_rk_dmabuf_peak(table: DmaBufTable, data: bytes) -> None:
-    """rk_dmabuf_peak_write(): only the first byte counts; '0' resets the peak to 0."""
+def parse_rk_dmabuf_peak_write(data: bytes) -> None:
+    """rk_dmabuf_peak_write(): only the first byte counts; '0' (the one write it takes) resets
+    the peak to 0, anything else is EINVAL. The caller resets (``DmaBufTable.reset_peak``)."""
     if data[:1] != b"0":
         raise KernelError(errno.EINVAL, "only a write starting with '0' resets the peak")
-    table.reset_peak()
 
 
 def render_rk_dmabuf_dev(table: DmaBufTable) -> bytes:
