@@ -436,7 +436,7 @@ def test_blocking_dqbuf_waits_for_the_frame_and_release_wakes_it() -> None:
     assert client.dqbuf(CAP, nonblocking=False)[1].sequence == 0    # after the header is parsed
     started = time.monotonic()
     err, buf, _ = client.dqbuf(CAP, nonblocking=False)
-    assert err == 0 and buf.sequence == 1 and 0.005 < time.monotonic() - started < 1.0
+    assert err == 0 and buf.sequence == 1 and time.monotonic() - started > 0.005  # it waited for the frame
 
     results: list[int] = []
     waiter = threading.Thread(target=lambda: results.append(client.dqbuf(CAP, nonblocking=False)[0]))
