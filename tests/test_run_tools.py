@@ -41,9 +41,9 @@ WAIT = "for i in $(seq 400); do {} && break; sleep 0.05; done"
 def test_pseudo_terminals_work_for_script_python_and_tmux() -> None:
     lines = inside("script -qc tty /dev/null; "
                    "python3 -c 'import os, pty; m, s = pty.openpty(); print(os.ttyname(s))'; "
-                   "tmux -L memtrackfs-test new-session -d -x 80 -y 10 'echo in-tmux; sleep 60'; "
-                   + WAIT.format("tmux -L memtrackfs-test capture-pane -p | grep -q in-tmux") + "; "
-                   "tmux -L memtrackfs-test capture-pane -p | grep in-tmux; tmux -L memtrackfs-test kill-server",
+                   "tmux -L memtrackfs-test-$$ new-session -d -x 80 -y 10 'echo in-tmux; sleep 60'; "
+                   + WAIT.format("tmux -L memtrackfs-test-$$ capture-pane -p | grep -q in-tmux") + "; "
+                   "tmux -L memtrackfs-test-$$ capture-pane -p | grep in-tmux; tmux -L memtrackfs-test-$$ kill-server",
                    NO_VPU)
     assert [re.fullmatch(r"/dev/pts/\d+", line) is not None for line in lines[:2]] == [True, True], lines
     assert lines[2:] == ["in-tmux"]
@@ -66,10 +66,10 @@ def test_the_terminal_of_the_run_stays_a_terminal() -> None:
 # -- /proc ---------------------------------------------------------------------------------------
 
 def test_htop_lists_the_processes() -> None:
-    lines = inside("sleep 4242 & TERM=xterm tmux -L memtrackfs-htop new-session -d -x 200 -y 30 "
+    lines = inside("sleep 4242 & TERM=xterm tmux -L memtrackfs-htop-$$ new-session -d -x 200 -y 30 "
                    "'htop --filter=\"sleep 4242\"'; "
-                   + WAIT.format("tmux -L memtrackfs-htop capture-pane -p | grep -q 'sleep 4242'") + "; "
-                   "tmux -L memtrackfs-htop capture-pane -p; tmux -L memtrackfs-htop kill-server", NO_VPU)
+                   + WAIT.format("tmux -L memtrackfs-htop-$$ capture-pane -p | grep -q 'sleep 4242'") + "; "
+                   "tmux -L memtrackfs-htop-$$ capture-pane -p; tmux -L memtrackfs-htop-$$ kill-server", NO_VPU)
     screen = "\n".join(lines)
     assert re.search(r"Tasks: ([2-9]|\d\d+)", screen), screen  # it counted the processes
     assert re.search(r"^\s*\d+ root .* sleep 4242\s*$", screen, re.M), screen  # and found this one
