@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import ROOT
 from helpers.run import run_command, start_run
 
@@ -38,13 +39,15 @@ WAIT = "for i in $(seq 400); do {} && break; sleep 0.05; done"
 
 # -- terminals -----------------------------------------------------------------------------------
 
-def test_pseudo_terminals_work_for_script_python_and_tmux() -> None:
+# With the VPU, /dev gets nodes the host has not (video0, ...): ptmx must still find pts.
+@pytest.mark.parametrize("options", [(NO_VPU,), ()], ids=["no-vpu", "vpu"])
+def test_pseudo_terminals_work_for_script_python_and_tmux(options: tuple[str, ...]) -> None:
     lines = inside("script -qc tty /dev/null; "
                    "python3 -c 'import os, pty; m, s = pty.openpty(); print(os.ttyname(s))'; "
                    "tmux -L memtrackfs-test-$$ new-session -d -x 80 -y 10 'echo in-tmux; sleep 60'; "
                    + WAIT.format("tmux -L memtrackfs-test-$$ capture-pane -p | grep -q in-tmux") + "; "
                    "tmux -L memtrackfs-test-$$ capture-pane -p | grep in-tmux; tmux -L memtrackfs-test-$$ kill-server",
-                   NO_VPU)
+                   *options)
     assert [re.fullmatch(r"/dev/pts/\d+", line) is not None for line in lines[:2]] == [True, True], lines
     assert lines[2:] == ["in-tmux"]
 

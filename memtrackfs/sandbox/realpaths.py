@@ -62,10 +62,17 @@ def install(mountpoint: str, proc_union: Optional[str]) -> None:
 
 
 def graft(source_dir: str, target_dir: str, names: Optional[Iterable[str]] = None) -> None:
-    """Put each entry of ``source_dir`` (or only ``names``) at the same name in ``target_dir``."""
+    """Put each entry of ``source_dir`` (or only ``names``) at the same name in ``target_dir``,
+    shadowing ``target_dir`` first if an entry has no place there yet."""
     names = sorted(os.listdir(source_dir) if names is None else names)
     if any(not os.path.lexists(os.path.join(target_dir, name)) for name in names):
         shadow(target_dir)
+    _bind_entries(source_dir, target_dir, names)
+
+
+def _bind_entries(source_dir: str, target_dir: str, names: Iterable[str]) -> None:
+    """Bind each named entry of ``source_dir`` over its place in ``target_dir`` (made if missing:
+    ``target_dir`` must be writable, e.g. shadowed already)."""
     for name in names:
         source, target = os.path.join(source_dir, name), os.path.join(target_dir, name)
         if not os.path.lexists(target):
@@ -84,7 +91,9 @@ def install_dev(nodes_dir: str) -> None:
         os.close(host_dev)
         raise
     _add_ptmx(host_dev)
-    graft(nodes_dir, "/dev")
+    # Into the shadow just made: shadowing /dev again for nodes the host lacks (video0, ...)
+    # would leave ptmx a bind of the lone file, which finds no pts beside it (_add_ptmx).
+    _bind_entries(nodes_dir, "/dev", sorted(os.listdir(nodes_dir)))
 
 
 def _add_ptmx(host_dev: int) -> None:
