@@ -161,6 +161,8 @@ def test_read_only_files_refuse_writes_with_eio_and_keep_content(mount: Mount) -
     (b"<30>daemon", "30,{seq},{usec},-;daemon"),          # facility 3 (LOG_DAEMON) kept
     (b"<3>kernel facility", "11,{seq},{usec},-;kernel facility"),  # facility 0 given: LOG_USER
     (b"<>empty", "8,{seq},{usec},-;empty"),               # no digits: level 0
+    (b"<2051>wide", "11,{seq},{usec},-;wide"),             # LOG_FACILITY() keeps 8 bits: 256 -> 0 -> LOG_USER
+    (b"<99999>wider", "1695,{seq},{usec},-;wider"),       # facility 12499 & 0xff = 211
     (b"<4x>not a prefix", "12,{seq},{usec},-;<4x>not a prefix"),
     (b"two\nlines\n", "12,{seq},{usec},-;two\\x0alines"),  # one write, one record
     (b"cut\0here", "12,{seq},{usec},-;cut"),              # a C string

@@ -88,9 +88,10 @@ class DeviceTable:
         identity = None
         if sysfs is not None:
             check_identity(name, **sysfs)
-            siblings = [n for n in self.with_identity() if n.identity.parent == sysfs["parent"]
-                        and n.identity.subsystem == sysfs["subsystem"]]
-            identity = Identity(**sysfs, index=len(siblings))
+            # get_index() of v4l2-dev.c: the lowest index no live sibling uses.
+            used = {n.identity.index for n in self.with_identity() if n.identity.parent == sysfs["parent"]
+                    and n.identity.subsystem == sysfs["subsystem"]}
+            identity = Identity(**sysfs, index=min(set(range(len(used) + 1)) - used))
         node = self.nodes[name] = DeviceNode(name, driver, identity)
         return node
 

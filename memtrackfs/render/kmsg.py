@@ -30,7 +30,7 @@ def render_kmsg_record(record: LogRecord) -> bytes:
 def parse_kmsg_write(data: bytes) -> tuple[int, int, str]:
     """(facility, level, message) of one write(2) to /dev/kmsg, as devkmsg_write() reads it: an
     optional ``<N>`` prefix (simple_strtoul's digits, possibly none, then ``>``) gives the level
-    (N & 7) and, if N >> 3 is not 0, the facility; otherwise level 4, facility LOG_USER. One write
+    (N & 7) and, if LOG_FACILITY(N) = N >> 3 & 0xff is not 0, the facility; otherwise level 4, facility LOG_USER. One write
     is one record, up to a NUL byte; printk_sprint() drops one trailing newline. ValueError past
     KMSG_WRITE_MAX."""
     if len(data) > KMSG_WRITE_MAX:
@@ -40,7 +40,7 @@ def parse_kmsg_write(data: bytes) -> tuple[int, int, str]:
     if prefix:
         number = int(prefix.group(1) or b"0") & 0xFFFFFFFF  # the kernel keeps it in an unsigned int
         level = number & 7
-        facility = number >> 3 or facility
+        facility = number >> 3 & 0xFF or facility  # LOG_FACILITY(): 8 bits
         data = data[prefix.end():]
     data = data.split(b"\0", 1)[0]  # devkmsg_emit(facility, level, "%s", line): a C string
     if data.endswith(b"\n"):
