@@ -56,11 +56,13 @@ class MemtrackClient:
         self._lock = threading.Lock()        # guards _pending and _closed
         self._send_lock = threading.Lock()   # one request on the wire at a time
         self._closed: Optional[BaseException] = None
-        self._refusal: Optional[MemtrackError] = None  # an error the daemon sent with no id
+        self._refusal: Optional[MemtrackError] = None  # why the daemon refused us, before hello
+        self._greeted = False
         self.closed = threading.Event()  # set when the connection ends, for whatever reason
         self._reader = threading.Thread(target=self._read_loop, name="memtrack-client", daemon=True)
         self._reader.start()
         self.server = self.call("hello", client=client, destroy_on_close=destroy_on_close)
+        self._greeted = True
 
     @classmethod
     def for_mount(cls, mountpoint: str, **kwargs: Any) -> "MemtrackClient":
@@ -85,7 +87,7 @@ class MemtrackClient:
         except OSError as exc:
             with self._lock:
                 self._pending.pop(request_id, None)
-            self._reader.join(1)  # it may have read why the daemon closed the connection
+            self._join_reader(1)  # it may have read why the daemon closed the connection
             if self._refusal is not None and self._closed is not None:
                 raise self._closed from None
             raise ConnectionError(exc.errno, f"memtrackfs daemon went away: {exc.strerror}") from None
@@ -122,9 +124,9 @@ class MemtrackClient:
         with self._lock:
             future = self._pending.pop(message.get("id"), None)
         if future is None:
-            # No request of ours: the E2BIG answer to an over-long line, or why the daemon is
-            # about to close the connection.
-            if not message.get("ok"):
+            # No request of ours: before hello's reply, why the daemon refuses the connection
+            # (too many, not the socket's owner); later, the E2BIG answer to an over-long line.
+            if not message.get("ok") and not self._greeted:
                 self._refusal = MemtrackError(message.get("errno", "EIO"), message.get("error", ""))
             return
         if message.get("ok"):
@@ -149,7 +151,12 @@ class MemtrackClient:
         except OSError:
             pass
         self._sock.close()
-        self._reader.join(5)
+        self._join_reader(5)
+
+    def _join_reader(self, timeout: float) -> None:
+        """Wait for the reader thread to end, unless this is it (a call from an event handler)."""
+        if threading.current_thread() is not self._reader:
+            self._reader.join(timeout)
 
     def __enter__(self) -> "MemtrackClient":
         return self

@@ -119,9 +119,14 @@ class Kernel:
         while True:
             with self.lock:
                 entries, closes = self.files.entries(), self.files.closes
-            running: dict[ProcessId, bool] = {}
-            pending = [entry for entry in entries
-                       if not any(running.setdefault(h, is_running(h)) for h in entry.holders if h is not None)]
+            running: dict[ProcessId, bool] = {}  # each holder's /proc read once per pass
+
+            def runs(holder: ProcessId) -> bool:
+                if holder not in running:
+                    running[holder] = is_running(holder)
+                return running[holder]
+
+            pending = [entry for entry in entries if not any(runs(h) for h in entry.holders if h is not None)]
             remaining = deadline - time.monotonic()
             if not pending or remaining <= 0:
                 return pending

@@ -17,6 +17,7 @@ import pytest
 from memtrackfs.client import MemtrackClient, MemtrackError
 from memtrackfs.kernel import Kernel
 from memtrackfs.server import server as server_module
+from memtrackfs.server.protocol import MAX_LINE
 from memtrackfs.server.server import DriverServer
 from memtrackfs.testing.helpers import Mount, wait_for
 
@@ -217,6 +218,28 @@ def test_connections_are_capped_in_all(tmp_path, monkeypatch) -> None:
     finally:
         for client in clients:
             client.close()
+        server.close()
+        kernel.shutdown()
+
+
+def test_an_error_after_hello_is_not_taken_for_a_refusal(tmp_path) -> None:
+    """The E2BIG answer to an over-long line has no id, as a refusal has; only before hello's
+    reply is such an answer the reason the connection ends."""
+    kernel = Kernel()
+    path = str(tmp_path / "late.sock")
+    server = DriverServer(kernel, path)
+    server.start()
+    try:
+        c = MemtrackClient(path)
+        c.submit("root", name="x" * MAX_LINE)          # answered E2BIG, with no id to match
+        assert c.call("roots")["roots"] == []          # after it: the connection goes on
+        server.close()
+        assert c.closed.wait(5)
+        with pytest.raises(ConnectionError) as gone:
+            c.call("roots")
+        assert "refused" not in str(gone.value) and "E2BIG" not in str(gone.value), gone.value
+        c.close()
+    finally:
         server.close()
         kernel.shutdown()
 
