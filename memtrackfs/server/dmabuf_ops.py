@@ -182,13 +182,15 @@ def _heap_info(kernel: Kernel, heap: Heap) -> Reply:
 
 def op_heaps(session: Session, request: dict[str, Any]) -> Reply:
     """Every heap: capacity and usage in bytes; for CMA heaps the base and fragmentation too."""
-    with session.kernel.transaction() as k:
+    k = session.kernel
+    with k.lock:  # a read: no transaction (README Locking rule 1)
         return {"heaps": [_heap_info(k, heap) for heap in k.heaps.values()]}
 
 
 def op_buffers(session: Session, request: dict[str, Any]) -> Reply:
     """Every live buffer, newest first, with the references this connection holds on each."""
-    with session.kernel.transaction() as k:
+    k = session.kernel
+    with k.lock:  # a read: no transaction (README Locking rule 1)
         held = k.dmabufs.held_by(session)
         buffers = [{"buffer": buf.ino, "exporter": buf.exporter, "size": buf.size, "name": buf.name,
                     "count": buf.refs, "held": held.get(buf.ino, 0),

@@ -122,7 +122,8 @@ def op_mpp_session_close(session: Session, request: dict[str, Any]) -> Reply:
 
 def op_mpp_sessions(session: Session, request: dict[str, Any]) -> Reply:
     """Every session, in the service's order, with its buffers (least recently used first)."""
-    with session.kernel.transaction() as k:
+    k = session.kernel
+    with k.lock:  # a read: no transaction (README Locking rule 1)
         service = _service(k)
         return {"sessions": [{"session": s.id, "pid": s.pid, "tgid": s.tgid, "index": s.index,
                               "device": s.device.dev_name if s.device else None,

@@ -76,7 +76,8 @@ def op_set(session: Session, request: dict[str, Any]) -> Reply:
 
 
 def op_read(session: Session, request: dict[str, Any]) -> Reply:
-    with session.kernel.transaction() as k:
+    k = session.kernel
+    with k.lock:  # a read: no transaction (README Locking rule 1)
         return {"bytes": k.tracker.read(_node(session, request))}
 
 
@@ -121,7 +122,8 @@ def op_unwatch(session: Session, request: dict[str, Any]) -> Reply:
 
 
 def op_roots(session: Session, request: dict[str, Any]) -> Reply:
-    with session.kernel.transaction() as k:
+    k = session.kernel
+    with k.lock:  # a read: no transaction (README Locking rule 1)
         return {"roots": [{"name": name, "node": session.registry.handle(root)}
                           for name, root in k.tracker.roots.items()]}
 
