@@ -237,7 +237,7 @@ class MemtrackOperations(fuse.Operations):
 
     def _wake_device_file(self, fh: int) -> None:
         """A driver says its open file ``fh`` may answer poll differently now."""
-        self.poll_handles.wake(lambda armed: armed == fh)
+        self.poll_handles.wake_one(fh)
 
     # -- what the mount refuses, as procfs, sysfs and debugfs refuse it --------------------------
     # Without these, libfuse answers ENOSYS ("Function not implemented"), which no kernel

@@ -62,9 +62,19 @@ class PollHandles:
             self._notify(handle)
             self._destroy(handle)
 
+    def wake_one(self, fh: int) -> None:
+        """Signal the open file ``fh`` if it is armed (a driver's wake, once per frame: no scan)."""
+        handle = self._take(fh)
+        if handle:
+            self._notify(handle)
+            self._destroy(handle)
+
     def forget(self, fh: int) -> None:
         """The file was released: nobody polls it any more."""
-        with self._lock:
-            handle = self._armed.pop(fh, None)
+        handle = self._take(fh)
         if handle:
             self._destroy(handle)
+
+    def _take(self, fh: int) -> Optional[int]:
+        with self._lock:
+            return self._armed.pop(fh, None)
