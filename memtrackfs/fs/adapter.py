@@ -32,7 +32,7 @@ from memtrackfs.fs.fuselib import keeping_thread_state
 from memtrackfs.fs.poll import PollHandles
 from memtrackfs.kernel import Kernel
 from memtrackfs.processes import identify
-from memtrackfs.server.usermem import copy_from_user
+from memtrackfs.usermem import copy_from_user
 
 
 class MemtrackOperations(fuse.Operations):

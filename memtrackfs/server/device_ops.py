@@ -12,7 +12,7 @@ from memtrackfs.model.kmsg import LEVEL_WARNING
 from memtrackfs.server import fields
 from memtrackfs.server.driver_endpoint import DriverEndpoint
 from memtrackfs.server.session import Session
-from memtrackfs.server.usermem import (
+from memtrackfs.usermem import (
     MAX_COPY,
     copy_from_user,
     copy_to_user,

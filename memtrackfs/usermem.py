@@ -27,7 +27,7 @@ for _fn in (_libc.process_vm_readv, _libc.process_vm_writev):
                     ctypes.POINTER(_IoVec), ctypes.c_ulong, ctypes.c_ulong]
 
 
-def _check(pid: int, addr: int, length: int) -> None:
+def _check(addr: int, length: int) -> None:
     if not 0 <= length <= MAX_COPY:
         raise KernelError(errno.EINVAL, f"copy length must be 0..{MAX_COPY}")
     if not 0 < addr < 2**64 - length:
@@ -35,7 +35,7 @@ def _check(pid: int, addr: int, length: int) -> None:
 
 
 def copy_from_user(pid: int, addr: int, length: int) -> bytes:
-    _check(pid, addr, length)
+    _check(addr, length)
     buf = ctypes.create_string_buffer(length)
     local, remote = _IoVec(ctypes.addressof(buf), length), _IoVec(addr, length)
     done = _libc.process_vm_readv(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
@@ -46,7 +46,7 @@ def copy_from_user(pid: int, addr: int, length: int) -> bytes:
 
 
 def copy_to_user(pid: int, addr: int, data: bytes) -> None:
-    _check(pid, addr, len(data))
+    _check(addr, len(data))
     buf = ctypes.create_string_buffer(data, len(data))
     local, remote = _IoVec(ctypes.addressof(buf), len(data)), _IoVec(addr, len(data))
     done = _libc.process_vm_writev(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
