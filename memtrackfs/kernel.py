@@ -15,7 +15,7 @@ from memtrackfs.delayed_work import DelayedWork
 from memtrackfs.model.boards import Board, board
 from memtrackfs.model.devices import DeviceTable
 from memtrackfs.model.dmabuf import DmaBufTable
-from memtrackfs.model.files import OpenFile, OpenFileTable
+from memtrackfs.model.files import FileRecord, OpenFileTable
 from memtrackfs.model.heaps import CmaHeap, HeapSpec, build_heaps, first_cma_heap
 from memtrackfs.model.kmsg import LEVEL_WARNING, KernelLog
 from memtrackfs.model.mpp import MppService
@@ -110,7 +110,7 @@ class Kernel:
             self.files.close(key)
             self._file_closed.notify_all()
 
-    def settle(self, timeout: float) -> list[OpenFile]:
+    def settle(self, timeout: float) -> list[FileRecord]:
         """Wait until no open file is held only by processes that have exited, that is until every
         release they caused has been processed; return what is still pending after ``timeout``.
 

@@ -17,7 +17,7 @@ from typing import NamedTuple, Optional
 from memtrackfs.processes import ProcessId
 
 
-class OpenFile(NamedTuple):
+class FileRecord(NamedTuple):
     what: str                                # e.g. "dev/video0"
     holders: tuple[Optional[ProcessId], ...]  # the opener, then other processes that used it
     releasing: bool                          # its release is being processed (at the driver)
@@ -25,13 +25,13 @@ class OpenFile(NamedTuple):
 
 class OpenFileTable:
     def __init__(self) -> None:
-        self._files: dict[int, OpenFile] = {}
+        self._files: dict[int, FileRecord] = {}
         self._keys = itertools.count(1)
         self.closes = 0  # how many have been closed: a waiter's "something changed"
 
     def open(self, what: str, holder: Optional[ProcessId]) -> int:
         key = next(self._keys)
-        self._files[key] = OpenFile(what, (holder,), False)
+        self._files[key] = FileRecord(what, (holder,), False)
         return key
 
     def used_by(self, key: int, holder: Optional[ProcessId]) -> None:
@@ -49,5 +49,5 @@ class OpenFileTable:
         if self._files.pop(key, None) is not None:
             self.closes += 1
 
-    def entries(self) -> list[OpenFile]:
+    def entries(self) -> list[FileRecord]:
         return list(self._files.values())

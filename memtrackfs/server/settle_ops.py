@@ -10,7 +10,7 @@ import errno
 from typing import Any, Callable
 
 from memtrackfs.errors import KernelError
-from memtrackfs.model.files import OpenFile
+from memtrackfs.model.files import FileRecord
 from memtrackfs.server import fields
 from memtrackfs.server.session import Session
 
@@ -19,7 +19,7 @@ MAX_TIMEOUT_MS = 3_600_000
 DEFAULT_TIMEOUT_MS = 10_000
 
 
-def _pending(entry: OpenFile) -> str:
+def _pending(entry: FileRecord) -> str:
     opener = entry.holders[0]
     who = f"pid {opener.tgid}" if opener is not None else "a process"
     if entry.what.startswith("socket connection"):
