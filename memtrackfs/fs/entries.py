@@ -358,10 +358,7 @@ class KmsgFile(File):
         return data
 
     def write(self, data: bytes) -> None:
-        try:
-            facility, level, message = parse_kmsg_write(data)
-        except ValueError as exc:
-            raise KernelError(errno.EINVAL, str(exc)) from None
+        facility, level, message = parse_kmsg_write(data)
         self._kernel.log.emit(level, message, facility)
 
     def poll(self, kernel: Kernel, handle: OpenFile) -> int:

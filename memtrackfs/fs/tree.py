@@ -104,9 +104,13 @@ def _reset_peak(dmabufs: DmaBufTable, data: bytes) -> None:
 def _write_dynamic_debug_control(log: KernelLog, data: bytes) -> None:
     """ddebug_proc_write(): every query is checked before any applies (a bad write changes
     nothing); a write too long for the kernel's page is refused and logged as the kernel logs it."""
-    if len(data) >= USER_BUF_PAGE:
-        log.emit(LEVEL_WARNING, f"dyndbg: expected <{USER_BUF_PAGE} bytes into control")
-    log.set_debug_sites(parse_dynamic_debug_query(log.sites, data))
+    try:
+        changes = parse_dynamic_debug_query(log.sites, data)
+    except KernelError as exc:
+        if exc.errno == errno.E2BIG:
+            log.emit(LEVEL_WARNING, f"dyndbg: expected <{USER_BUF_PAGE} bytes into control")
+        raise
+    log.set_debug_sites(changes)
 
 
 def _mpp_u32(service: MppService, attribute: str) -> GeneratedFile:

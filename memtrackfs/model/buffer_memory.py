@@ -23,8 +23,8 @@ import threading
 from typing import Iterable, Sequence
 
 from memtrackfs.errors import KernelError
+from memtrackfs.model.heaps import PAGE_SIZE
 
-PAGE_SIZE = 4096
 ZERO_PAGE = bytes(PAGE_SIZE)
 # The device file's size as stat reports it: it must cover every offset a driver hands out (a
 # page past i_size cannot be mapped), and V4L2 mem2mem offsets are 32-bit (CAPTURE from 1 GiB).

@@ -84,14 +84,22 @@ class Heap:
         self.name = name
         self.capacity = capacity
         self.used = 0
-        self.caches_sgt = False
-        self.rockchip = False
         self.contig: dict[Allocation, str] = {}
 
     @property
     def area(self) -> "Heap":
         """The heap that holds the memory: itself, or the one an alias shares."""
         return self
+
+    @property
+    def rockchip(self) -> bool:
+        """Rockchip's rk_dma_heap (its own files: dma_heap_info, contiguous owners), by its name."""
+        return self.name == ROCKCHIP_CMA_HEAP
+
+    @property
+    def caches_sgt(self) -> bool:
+        """Its dma-bufs keep an attachment's sgt mapped (rk_dma_heap's cache_sgt_mapping)."""
+        return self.rockchip
 
     def allocate(self, nbytes: int, address: Optional[int] = None) -> Allocation:
         """``nbytes`` (page-aligned up) from the heap; ``address``: exactly there (a CMA heap only:
@@ -236,8 +244,6 @@ class HeapAlias(Heap):
         self.name = name
         self.target = target
         self.kind = target.kind
-        self.caches_sgt = False
-        self.rockchip = False
         self.contig = {}
 
     @property
@@ -344,7 +350,6 @@ def build_heaps(specs: Sequence[HeapSpec], log: KernelLog) -> dict[str, Heap]:
             ram_base = heap.end
         if spec.area is not None:
             areas.setdefault(spec.area, heap)
-        heap.rockchip = heap.caches_sgt = spec.name == ROCKCHIP_CMA_HEAP
         heaps[spec.name] = heap
     return heaps
 

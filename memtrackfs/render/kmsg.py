@@ -3,8 +3,10 @@
 userspace writes (kernel/printk/printk.c; docs/spec/emulated-files.md)."""
 from __future__ import annotations
 
+import errno
 import re
 
+from memtrackfs.errors import KernelError
 from memtrackfs.model.kmsg import FACILITY_USER, LEVEL_WARNING, LogRecord
 
 # printk's ext format escapes control bytes, bytes >= 127 and the backslash as \xNN.
@@ -31,10 +33,10 @@ def parse_kmsg_write(data: bytes) -> tuple[int, int, str]:
     """(facility, level, message) of one write(2) to /dev/kmsg, as devkmsg_write() reads it: an
     optional ``<N>`` prefix (simple_strtoul's digits, possibly none, then ``>``) gives the level
     (N & 7) and, if LOG_FACILITY(N) = N >> 3 & 0xff is not 0, the facility; otherwise level 4, facility LOG_USER. One write
-    is one record, up to a NUL byte; printk_sprint() drops one trailing newline. ValueError past
+    is one record, up to a NUL byte; printk_sprint() drops one trailing newline. EINVAL past
     KMSG_WRITE_MAX."""
     if len(data) > KMSG_WRITE_MAX:
-        raise ValueError(f"a record is at most {KMSG_WRITE_MAX} bytes")
+        raise KernelError(errno.EINVAL, f"a record is at most {KMSG_WRITE_MAX} bytes")
     facility, level = FACILITY_USER, DEFAULT_WRITE_LEVEL
     prefix = _PREFIX.match(data)
     if prefix:

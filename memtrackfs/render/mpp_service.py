@@ -35,15 +35,13 @@ def _dump_session(session: MppSession, out: list[str]) -> None:
     released slots, whose dma-buf is NULL, so it prints nothing."""
     assert session.device is not None
     out.append("session iova range dump:\n")
-    total = 0
     for i, buf in enumerate((session.buffers or {}).values()):
         size = buf.size
-        total += size
         amount, unit = (size >> 10, "KiB") if size >= 1024 else (size, "Bytes")
         out.append(f"{i:4d}: {_pa(buf.iova)}..{_pa(buf.iova + size - 1)} ({amount:10d} {unit})\n")
     out.append(f"session: pid={session.pid} index={session.index}\n")
     out.append(f" device: {session.device.dev_name}\n")
-    out.append(f" memory: {total >> 20} MiB\n")
+    out.append(f" memory: {session.memory >> 20} MiB\n")
 
 
 def _info_text(flag: int, data: int) -> str:
