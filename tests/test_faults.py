@@ -540,8 +540,9 @@ def test_what_one_user_can_pin_in_open_files_is_capped(memtrackfs_mount: Mount) 
     files, refused = [], None
     try:
         with mount.client() as c:
-            for _ in range(200):  # 200 renderings of 3 MB: more than the cap
-                c.call("roots")  # a transaction: the next open renders anew
+            tick = c.call("root", name="tick")["node"]
+            for i in range(200):  # 200 renderings of 3 MB: more than the cap
+                c.call("set", node=tick, bytes=i + 1)  # a change of the model: the next open renders anew
                 f = open(path, "rb", buffering=0)
                 files.append(f)
                 try:

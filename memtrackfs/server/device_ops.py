@@ -88,9 +88,10 @@ def _user_writes(request: dict[str, Any]) -> list[tuple[int, bytes]]:
 _CONNECTION_WIDE = {errno.ENOSYS}
 
 
-def _fuse_safe(session: Session, endpoint: DriverEndpoint, event: dict[str, Any], result: Any) -> Any:
+def _fuse_safe(session: Session, endpoint: DriverEndpoint, call_id: int, result: Any) -> Any:
     if not result or getattr(errno, result) not in _CONNECTION_WIDE:
         return result
+    event = endpoint.event_of(call_id)
     kind = event["event"]
     instead = "ENOTTY" if kind == "ioctl" else "EIO"
     if (kind, result) not in endpoint.warned:
@@ -122,7 +123,7 @@ def op_complete(session: Session, request: dict[str, Any]) -> Reply:
         mappable = check_regions(mappable)
     endpoint = _endpoint(session)
     call_id = _call_id(request)
-    result = _fuse_safe(session, endpoint, endpoint.event_of(call_id), result)
+    result = _fuse_safe(session, endpoint, call_id, result)
     if writes:
         try:
             pid = endpoint.caller_pid(call_id)

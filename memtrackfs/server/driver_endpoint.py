@@ -26,9 +26,7 @@ ABANDONED_KEPT = 4096  # timed-out calls whose late complete is still recognised
 
 class _InFlight(NamedTuple):
     future: Future
-    caller_pid: int
-    event: dict[str, Any]
-    device: str
+    event: dict[str, Any]  # what the caller sent: its pid, device, file, ...
 
 
 class DriverEndpoint:
@@ -51,7 +49,7 @@ class DriverEndpoint:
             if self._closed:
                 raise KernelError(errno.ENODEV, f"driver {self.name} is gone")
             call_id = next(self._ids)
-            self._calls[call_id] = _InFlight(future, event.get("pid", 0), event, event.get("device", ""))
+            self._calls[call_id] = _InFlight(future, event)
         try:
             self._push({**event, "call": call_id})
             return future.result(timeout)
@@ -85,18 +83,21 @@ class DriverEndpoint:
         """The event of a call in flight or abandoned (ENOENT if neither)."""
         return self._find(call_id)[1]
 
-    def caller_pid(self, call_id: int) -> int:
+    def _in_flight(self, call_id: int) -> dict[str, Any]:
+        """The event of a call whose caller still waits (ENOENT otherwise)."""
         with self._lock:
             call = self._calls.get(call_id)
         if call is None:
             raise KernelError(errno.ENOENT, f"no call {call_id} in flight (it timed out or completed)")
-        return call.caller_pid
+        return call.event
+
+    def caller_pid(self, call_id: int) -> int:
+        return self._in_flight(call_id).get("pid", 0)
 
     def call_device(self, call_id: int) -> DeviceNode:
         """The device node a call in flight is for."""
-        with self._lock:
-            call = self._calls.get(call_id)
-        node = next((n for n in self.devices if call is not None and n.name == call.device), None)
+        name = self._in_flight(call_id).get("device", "")
+        node = next((n for n in self.devices if n.name == name), None)
         if node is None:
             raise KernelError(errno.ENOENT, f"no call {call_id} in flight (it timed out or completed)")
         return node
