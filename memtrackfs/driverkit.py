@@ -14,6 +14,8 @@ forwarded call.
 - ``reply`` fields go with the answer: ``mappable`` (the file's mmap regions, after the buffers
   changed), ``revents`` (a poll's answer).
 - ``wake(file)`` is one call that never waits: the file's pollers look again.
+- ``run()`` serves until SIGTERM/SIGINT or until memtrackfs closes the connection (``stay``, which
+  any process that holds a connection open for its lifetime uses too).
 
 The protocol is the README's "The driver socket"; this module only frames it.
 """
@@ -23,6 +25,7 @@ import base64
 import errno
 import signal
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -31,6 +34,21 @@ from memtrackfs.client import MemtrackClient, MemtrackError
 from memtrackfs.fs.poll import DEFAULT_POLLMASK
 
 LOG_ERR = 3
+
+
+def stay(client: MemtrackClient, seconds: Optional[float] = None) -> bool:
+    """Block for ``seconds`` (None: for good), until SIGTERM/SIGINT, or until memtrackfs closes
+    the connection; True if the connection is still up."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    deadline = None if seconds is None else time.monotonic() + seconds
+    while not stop.is_set() and not client.closed.is_set():
+        left = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+        if left <= 0:
+            break
+        stop.wait(left)
+    return not client.closed.is_set()
 
 
 class CallerMemory:
@@ -104,6 +122,7 @@ class DeviceDriver:
     (return the output bytes, raise OSError) and may take tracker notifications in ``notify``."""
 
     name = "driver"
+    program = "driver"  # the command serving it: what its lines on stdout start with
 
     def __init__(self, socket_path: str, *, destroy_on_close: bool = True) -> None:
         self.client = MemtrackClient(socket_path, client=self.name, destroy_on_close=destroy_on_close,
@@ -173,15 +192,20 @@ class DeviceDriver:
         except (MemtrackError, ConnectionError):
             pass  # the caller timed out or memtrackfs went away: nobody waits for this answer
 
-    def wait_until_stopped(self) -> bool:
-        """Block until SIGTERM/SIGINT (True: remove the driver cleanly) or until memtrackfs closes
-        the connection (False)."""
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-        while not stop.is_set() and not self.client.closed.is_set():
-            stop.wait(0.2)
-        return not self.client.closed.is_set()
+    # -- lifetime -------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT (0, after ``shutdown`` removed the driver) or until memtrackfs
+        closes the connection (1, said on stdout)."""
+        if not stay(self.client):
+            print(f"{self.program}: memtrackfs closed the connection: exiting", flush=True)
+            return 1
+        self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        """Remove the driver cleanly: what it made goes with its connection."""
+        self.close()
 
     def close(self) -> None:
         self.client.close()

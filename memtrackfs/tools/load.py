@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import threading
 from typing import Any, Optional
 
 from memtrackfs.client import MemtrackClient
+from memtrackfs.driverkit import stay
 from memtrackfs.mounts import socket_for_mount
 from memtrackfs.tools.capture import load_capture
 from memtrackfs.tools.filekinds import KINDS, FileKind
@@ -72,11 +71,7 @@ def _apply(steps: list[tuple[FileKind, Any]], socket_path: str, mount: str) -> S
 
 def _hold(loader: SocketLoader) -> None:
     """Keep the connection, and with it the loaded state, until SIGTERM/SIGINT or the mount goes."""
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(0.5) and not loader.client.closed.is_set():
-        pass
+    stay(loader.client)
     loader.client.close()
 
 

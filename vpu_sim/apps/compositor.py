@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Optional, TextIO
 
 from memtrackfs.client import MemtrackClient
-from vpu_sim.apps.hold import stay
+from memtrackfs.driverkit import stay
 
 COMPOSITING = "compositing "   # the first line, once the buffers are on the display
 ALLOCATOR_COMM = "allocator@4.0-s"

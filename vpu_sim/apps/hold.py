@@ -10,29 +10,14 @@ stays up after the player is done.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import threading
-import time
 from typing import Optional, Sequence, TextIO
 
 from memtrackfs.client import MemtrackClient
+from memtrackfs.driverkit import stay
 
 HOLDING = "holding "  # the first line of ``vpu-sim hold`` once it holds the buffers
-
-
-def stay(client: MemtrackClient, seconds: Optional[float]) -> None:
-    """Block for ``seconds`` (None: for good), or until SIGTERM/SIGINT or the mount goes away."""
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    deadline = None if seconds is None else time.monotonic() + seconds
-    while not client.closed.is_set() and not stop.is_set():
-        left = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
-        if left <= 0:
-            return
-        stop.wait(left)
 
 
 def hold(socket_path: str, buffers: Sequence[int], seconds: float, device: Optional[str] = None,

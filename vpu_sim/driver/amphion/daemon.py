@@ -36,6 +36,7 @@ _BUFFER_SETUP = (uapi.VIDIOC_REQBUFS, uapi.VIDIOC_CREATE_BUFS)
 
 class VpuDaemon(DeviceDriver):
     name = "vpu_sim"
+    program = "vpu-sim"
 
     def __init__(self, socket_path: str, board: str = "imx8qxp", fps: float = 30.0,
                  allocator: str = "dma-contig", faults: Faults = NO_FAULTS) -> None:
@@ -114,14 +115,6 @@ class VpuDaemon(DeviceDriver):
         return b""
 
     # -- lifetime -----------------------------------------------------------------------------
-
-    def run(self) -> int:
-        """Serve until SIGTERM/SIGINT (clean removal) or until memtrackfs goes away."""
-        if not self.wait_until_stopped():
-            print("vpu-sim: memtrackfs closed the connection: exiting", flush=True)
-            return 1
-        self.shutdown()
-        return 0
 
     def shutdown(self) -> None:
         for file_id in list(self.files):

@@ -46,6 +46,7 @@ class SocketCalls:
 
 class MppDaemon(DeviceDriver):
     name = "vpu_sim mpp_service"
+    program = "vpu-sim"
 
     def __init__(self, socket_path: str) -> None:
         super().__init__(socket_path)
@@ -88,12 +89,6 @@ class MppDaemon(DeviceDriver):
             except (MemtrackError, ConnectionError):
                 return
 
-    def run(self) -> int:
-        """Serve until SIGTERM/SIGINT (the driver is removed) or until memtrackfs goes away."""
-        stopped = self.wait_until_stopped()
+    def shutdown(self) -> None:
         self._stop.set()
-        if not stopped:
-            print("vpu-sim: memtrackfs closed the connection: exiting", flush=True)
-            return 1
-        self.client.close()  # its sessions and their buffers go with the connection
-        return 0
+        self.close()  # its sessions and their buffers go with the connection
