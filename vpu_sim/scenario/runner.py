@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from typing import Callable, Optional, TextIO
 
 from memtrackfs import launch, paths
 from memtrackfs.mounts import runtime_dir
+from memtrackfs.tools.parse import parse_first_number, parse_memtrack
 from vpu_sim.apps.hog import CmaHog
 from vpu_sim.boards import driver_of, node_names
 from vpu_sim.driver.amphion import model as amphion
@@ -47,20 +47,20 @@ class ScenarioError(OSError):
     """The scenario could not run (as opposed to its applications failing, which it reports)."""
 
 
-def _number(path: str, pattern: str) -> Optional[int]:
+def _read(path: str, parse: Callable[[str], int]) -> Optional[int]:
+    """The file's figure; None if there is no such file or it does not read as one."""
     try:
         with open(path, encoding="utf-8") as f:
-            match = re.match(pattern, f.read())
-    except FileNotFoundError:
+            return parse(f.read())
+    except (FileNotFoundError, ValueError):
         return None
-    return int(match.group(1)) if match else None
 
 
 def read_totals(mount: str) -> Totals:
     """The Amphion tree's total (None where there is none, as on an RK3588) and rk_dmabuf/size."""
-    return Totals(_number(os.path.join(mount, paths.MEMTRACK_DIR, amphion.TRACKER_ROOT),
-                          r"Total memory usage: (\d+) bytes"),
-                  _number(os.path.join(mount, paths.RK_DMABUF_SIZE), r"Total: (\d+) KiB"))
+    return Totals(_read(os.path.join(mount, paths.MEMTRACK_DIR, amphion.TRACKER_ROOT),
+                        lambda text: parse_memtrack(text)[0]),
+                  _read(os.path.join(mount, paths.RK_DMABUF_SIZE), parse_first_number))
 
 
 class AppRun:
