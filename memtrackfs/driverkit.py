@@ -28,7 +28,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 from memtrackfs.client import MemtrackClient, MemtrackError
 from memtrackfs.fs.poll import DEFAULT_POLLMASK
@@ -51,8 +51,20 @@ def stay(client: MemtrackClient, seconds: Optional[float] = None) -> bool:
     return not client.closed.is_set()
 
 
+class UserMemory(Protocol):
+    """copy_from_user/copy_to_user on the calling process, as a driver's handlers use it (a
+    ``CallerMemory``, or a test's stand-in); failures raise OSError (EFAULT)."""
+
+    def read(self, address: int, size: int) -> bytes: ...
+
+    def write(self, address: int, data: bytes) -> None: ...
+
+    def read_buffer(self, offset: int, size: int) -> bytes:
+        """The bytes at mmap ``offset`` of the node, as the caller's mapping holds them."""
+
+
 class CallerMemory:
-    """The memory of the process whose call is being served."""
+    """The memory of the process whose call is being served (a ``UserMemory``)."""
 
     def __init__(self, client: MemtrackClient, call_id: int) -> None:
         self._client = client

@@ -25,8 +25,9 @@ import errno
 import select
 import threading
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Optional, Protocol
+from typing import Callable, NamedTuple, Optional
 
+from memtrackfs.driverkit import UserMemory
 from memtrackfs.errors import KernelError
 from vpu_sim import uapi
 from vpu_sim.driver.amphion.device import VpuDevice
@@ -34,17 +35,6 @@ from vpu_sim.driver.amphion.events import EventQueue
 from vpu_sim.driver.amphion.instance import control_event
 from vpu_sim.driver.amphion.model import CoreKind
 from vpu_sim.driver.memtrack import Caller
-
-
-class UserMemory(Protocol):
-    """copy_from_user/copy_to_user on the calling process; failures raise OSError (EFAULT)."""
-
-    def read(self, address: int, size: int) -> bytes: ...
-
-    def write(self, address: int, data: bytes) -> None: ...
-
-    def read_buffer(self, offset: int, size: int) -> bytes:
-        """The bytes at mmap ``offset`` of the node, as the caller's mapping holds them."""
 
 
 class IoctlError(KernelError):

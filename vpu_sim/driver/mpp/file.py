@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from memtrackfs.driverkit import UserMemory
 from memtrackfs.errors import KernelError
 from memtrackfs.model.boards import MppBoard
 from vpu_sim import mpp_uapi as abi
@@ -27,12 +28,6 @@ from vpu_sim.driver.mpp.hardware import Hardware
 _MSG = ctypes.sizeof(abi.mpp_msg_v1)
 _ELEM = ctypes.sizeof(abi.reg_offset_elem)
 MAX_TRANS_TABLE = abi.MPP_MAX_REG_TRANS_NUM  # u16 trans_table[] of a session
-
-
-class UserMemory(Protocol):
-    def read(self, address: int, size: int) -> bytes: ...
-
-    def write(self, address: int, data: bytes) -> None: ...
 
 
 class ServiceCalls(Protocol):
