@@ -165,7 +165,6 @@ class MppDecoder:
         self.dev.close()
 
 
-ENC_PROFILE = {"h264": 100, "hevc": 1}                   # high, main (mpi_enc_test's defaults)
 ENC_PROFILE_NAME = {"h264": "high", "hevc": "main"}      # strof_profle()
 ENC_CODING_NAME = {"h264": "h264", "hevc": "h265"}       # strof_coding_type()
 
