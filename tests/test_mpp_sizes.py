@@ -5,18 +5,27 @@ from __future__ import annotations
 import pytest
 
 from vpu_sim.apps.mpp.sizes import (
+    HAL_TASKS,
+    PACKET_SLOTS,
     Stream,
     colmv_size,
-    decoder_session_bytes,
     encoder_buffers,
     frame_count,
     frame_size,
+    packet_size,
     page_align,
     rcb_size,
     table_sizes,
 )
 
 KiB = 1024
+
+
+def decoder_session_bytes(s: Stream) -> int:
+    """What a decoder session imports, page-aligned: frames with their colmv, 3 RCB, the tables, 3 packets."""
+    frames = frame_count(s) * (page_align(frame_size(s)) + page_align(colmv_size(s)))
+    return (frames + HAL_TASKS * page_align(rcb_size(s)) + sum(page_align(t) for t in table_sizes(s))
+            + PACKET_SLOTS * page_align(packet_size(s)))
 
 
 @pytest.mark.parametrize("codec, width, height, frame, colmv, rcb, slots, session_kib", [

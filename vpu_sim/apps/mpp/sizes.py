@@ -143,13 +143,6 @@ def packet_size(s: Stream) -> int:
     return 2 << 20 if s.codec == "h264" else 512 << 10
 
 
-def decoder_session_bytes(s: Stream) -> int:
-    """What a decoder session imports, page-aligned: frames with their colmv, 3 RCB, the tables, 3 packets."""
-    frames = frame_count(s) * (page_align(frame_size(s)) + page_align(colmv_size(s)))
-    return (frames + HAL_TASKS * page_align(rcb_size(s)) + sum(page_align(t) for t in table_sizes(s))
-            + PACKET_SLOTS * page_align(packet_size(s)))
-
-
 # -- encoder (mpp/hal/rkenc, mpp/codec/mpp_enc_impl.cpp) -------------------------------------
 
 @dataclass(frozen=True)
