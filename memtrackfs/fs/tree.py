@@ -181,9 +181,10 @@ def build_tree(kernel: Kernel) -> Directory:
             return None
         kept = memtrack_files.get(name)
         if kept is None or kept[0] is not root:
-            for other, (node, _) in list(memtrack_files.items()):
-                if not node.alive:
-                    del memtrack_files[other]
+            if len(memtrack_files) >= 2 * len(tracker.roots):  # prune seldom: linear over many roots
+                for other, (node, _) in list(memtrack_files.items()):
+                    if not node.alive:
+                        del memtrack_files[other]
             kept = memtrack_files[name] = (root, _memtrack_file(root))
         return kept[1]
 
