@@ -37,6 +37,7 @@ from memtrackfs.mounts import (
     mounted_elsewhere,
     probe_mount,
 )
+from memtrackfs.processes import comm, identify, state
 
 log = logging.getLogger("memtrackfs")
 
@@ -283,13 +284,13 @@ def umount(mountpoint: str, timeout: float = 10.0) -> int:
         return 0
     _run_unmount(mountpoint)
     deadline = time.monotonic() + timeout
-    while pid is not None and _alive(pid):
+    while pid is not None and identify(pid) is not None:  # a zombie child of ours is gone too
         if time.monotonic() > deadline:
             why = _threads_waiting(pid)
             holders = mounted_elsewhere(entry.device)
             if holders:
                 why += "; still mounted in the mount namespace of " + ", ".join(
-                    f"pid {holder} ({_comm(holder)})" for holder in holders[:5])
+                    f"pid {holder} ({comm(holder) or 'gone'})" for holder in holders[:5])
             os.kill(pid, signal.SIGKILL)
             _remove(socket_path)
             print(f"memtrackfs: daemon {pid} did not exit in {timeout:.0f} s ({why}): killed", file=sys.stderr)
@@ -317,36 +318,13 @@ def _threads_waiting(pid: int) -> str:
     return "threads waiting in " + ", ".join(f"{name} x{count}" for name, count in sorted(where.items()))
 
 
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return "gone"
-
-
 def _state_of(pid: int) -> str:
     """How ps would put a process's state, for a message."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            code = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
+    code = state(pid)
+    if code is None:
         return "gone"
     return {"T": "stopped", "t": "stopped by a debugger", "D": "in uninterruptible sleep",
             "Z": "a zombie"}.get(code, "not answering")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie child of ours would still answer; it is gone for our purpose.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _remove(path: str) -> None:

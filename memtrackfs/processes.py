@@ -37,6 +37,22 @@ def thread_group(tid: int) -> int:
     return tid
 
 
+def comm(pid: int) -> Optional[str]:
+    """The command name of ``pid`` (/proc/PID/comm, at most 15 bytes); None if there is no such
+    process. Bytes that are not UTF-8 read as U+FFFD, as a terminal would show them."""
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().decode("utf-8", errors="replace").rstrip("\n")
+    except OSError:
+        return None
+
+
+def state(pid: int) -> Optional[str]:
+    """The state code of ``pid`` as ps shows it (R, S, D, T, t, Z...); None if there is no such process."""
+    fields = _stat_fields(pid)
+    return fields[0] if fields else None
+
+
 def identify(tgid: int) -> Optional[ProcessId]:
     """The running process ``tgid``; None if it has exited (a zombie has: its files are closed)."""
     fields = _stat_fields(tgid)

@@ -10,6 +10,7 @@ import errno
 import itertools
 from typing import Any, Callable, Optional
 
+from memtrackfs import processes
 from memtrackfs.errors import KernelError
 from memtrackfs.kernel import Kernel
 from memtrackfs.model.dmabuf import DmaBuf, check_buffer_name, rockchip_default_name
@@ -30,12 +31,10 @@ RK_DMA_HEAP_NAME_LEN = 16  # rk-dma-heap.h: the kstrndup() of a contiguous alloc
 
 def _leader_comm(tgid: int) -> Optional[str]:
     """The command name of the thread-group leader tgid, as the kernel would see it."""
-    try:
-        with open(f"/proc/{tgid}/comm", encoding="utf-8", errors="replace") as f:
-            comm = f.read().rstrip("\n")
-    except OSError:
+    name = processes.comm(tgid)
+    if name is None:
         return None
-    return "".join(ch if ch.isprintable() else "?" for ch in comm)
+    return "".join(ch if ch.isprintable() else "?" for ch in name)
 
 
 def _buffer_name(session: Session, request: dict[str, Any]) -> Optional[str]:

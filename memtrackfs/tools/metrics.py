@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 
 from memtrackfs import paths
 from memtrackfs.model.heaps import ROCKCHIP_CMA_HEAP
-from memtrackfs.processes import identify
+from memtrackfs.processes import comm, identify
 from memtrackfs.tools.parse import (
     parse_alloc_bitmap,
     parse_bufinfo,
@@ -58,12 +58,6 @@ def parsed(root: str, relative: str, parse: Callable[[str], T]) -> Optional[T]:
         return parse(text)
     except ValueError as exc:
         raise ValueError(f"{os.path.join(root, relative)}: {exc}") from None
-
-
-def process_name(tgid: int) -> str:
-    """The command name of a running process ("" if it has exited: its memory is orphaned)."""
-    text = read_text("/", f"proc/{tgid}/comm")
-    return text.rstrip("\n") if text is not None else ""
 
 
 class KernelFilesCollector(Collector):
@@ -105,7 +99,7 @@ class KernelFilesCollector(Collector):
                 if node.depth != 1 or node.leaf:
                     continue
                 running = node.tgid > 0 and identify(node.tgid) is not None
-                labels = (device, node.name or "", process_name(node.tgid) if running else "", str(node.pid),
+                labels = (device, node.name or "", (comm(node.tgid) or "") if running else "", str(node.pid),
                           str(node.tgid))
                 instance.add_metric([*labels, str(seen[labels])], node.usage)
                 seen[labels] += 1

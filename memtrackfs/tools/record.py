@@ -14,7 +14,7 @@ import os
 import time
 from typing import IO, Any, Optional
 
-from memtrackfs.processes import identify
+from memtrackfs.processes import comm, identify
 from memtrackfs.tools.snapshot import take_snapshot
 
 FORMAT = "memtrackfs"
@@ -37,14 +37,13 @@ class Sampler:
     def _owner(self, tgid: int) -> tuple[str, bool]:
         process = identify(tgid) if tgid > 0 else None
         if process is None:
-            known = [comm for (pid, _), comm in self._comms.items() if pid == tgid]
+            known = [name for (pid, _), name in self._comms.items() if pid == tgid]
             return (known[-1] if known else ""), False
         if process not in self._comms:
-            try:
-                with open(f"/proc/{tgid}/comm", encoding="utf-8", errors="replace") as f:
-                    self._comms[process] = f.read().rstrip("\n")
-            except OSError:
+            name = comm(tgid)
+            if name is None:
                 return "", False
+            self._comms[process] = name
         return self._comms[process], True
 
     def sample(self) -> dict[str, Any]:
