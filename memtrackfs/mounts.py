@@ -21,10 +21,13 @@ _SUN_PATH_MAX = 107  # sockaddr_un.sun_path holds 108 bytes with the NUL
 
 
 class MountEntry(NamedTuple):
+    """A line of mountinfo (proc(5)), its paths unescaped."""
+
     mountpoint: str
     fstype: str
     source: str
     device: str = ""  # "major:minor": the same in every namespace that mounts this filesystem
+    root: str = ""    # the directory of that filesystem mounted there ("/" unless a bind of a subtree)
 
 
 def unescape(field: str) -> str:
@@ -32,15 +35,21 @@ def unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def read_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[MountEntry]:
+def parse_mountinfo(text: str) -> list[MountEntry]:
+    """The mounts of a mountinfo file's text, in its order (a later mount sits on an earlier one)."""
     entries = []
-    with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields, tail = left.split(), right.split()
-            if len(fields) >= 5 and len(tail) >= 2:
-                entries.append(MountEntry(unescape(fields[4]), tail[0], unescape(tail[1]), fields[2]))
+    for line in text.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) >= 5 and len(tail) >= 2:
+            entries.append(MountEntry(unescape(fields[4]), tail[0], unescape(tail[1]), fields[2],
+                                      unescape(fields[3])))
     return entries
+
+
+def read_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[MountEntry]:
+    with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
+        return parse_mountinfo(f.read())
 
 
 def find_mount(mountpoint: str) -> Optional[MountEntry]:

@@ -20,7 +20,7 @@ from helpers import ROOT
 from helpers.run import run_command, start_run
 
 from memtrackfs.client import MemtrackClient
-from memtrackfs.mounts import read_mounts
+from memtrackfs.mounts import MountEntry, parse_mountinfo, read_mounts
 from memtrackfs.testing.helpers import wait_for
 
 NO_VPU = "--no-vpu"
@@ -250,6 +250,16 @@ def test_nothing_of_the_run_reaches_the_hosts_dev() -> None:
 
 
 # -- mounts outside ------------------------------------------------------------------------------
+
+def test_mountinfo_paths_are_unescaped_as_the_kernel_escapes_them() -> None:
+    """show_mountinfo() writes space, tab, newline and backslash in paths and the source as octal escapes."""
+    text = ("36 35 0:48 /sub\\134dir /mnt/a\\040b rw,relatime shared:1 - fuse.memtrackfs memtrackfs:/run/x\\040y.sock rw\n"
+            "37 36 0:49 / /mnt/a\\040b/dev rw - tmpfs tmpfs rw\n")
+    assert parse_mountinfo(text) == [
+        MountEntry("/mnt/a b", "fuse.memtrackfs", "memtrackfs:/run/x y.sock", "0:48", "/sub\\dir"),
+        MountEntry("/mnt/a b/dev", "tmpfs", "tmpfs", "0:49", "/"),
+    ]
+
 
 def test_mounts_unmounted_outside_while_a_run_is_alive_go_at_once(tmp_path: Path) -> None:
     other = tmp_path / "other"

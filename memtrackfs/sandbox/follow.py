@@ -24,33 +24,16 @@ from __future__ import annotations
 import ctypes
 import os
 import select
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Optional
 
-from memtrackfs.mounts import unescape
+from memtrackfs.mounts import MountEntry, parse_mountinfo
 from memtrackfs.sandbox import device_identity, realpaths
 from memtrackfs.sandbox.namespace import CLONE_NEWNS, CLONE_NEWUSER, MNT_DETACH, bind
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-class MountId(NamedTuple):
-    """A mount as two namespaces both know it (mount ids differ between them)."""
-
-    mountpoint: str  # as mountinfo escapes it
-    device: str      # major:minor
-    root: str        # the mounted directory of that filesystem
-
-
-def parse_mountinfo(text: str) -> list[MountId]:
-    found = []
-    for line in text.splitlines():
-        fields = line.split(" - ", 1)[0].split()
-        if len(fields) >= 5:
-            found.append(MountId(fields[4], fields[2], fields[3]))
-    return found
-
-
-def _read_mountinfo(fd: int) -> list[MountId]:
+def _read_mountinfo(fd: int) -> list[MountEntry]:
     os.lseek(fd, 0, os.SEEK_SET)
     chunks = []
     while chunk := os.read(fd, 1 << 16):
@@ -69,7 +52,7 @@ class NamespaceFollower:
         self._nodes: set[str] = set()
         self._nodes = self._list_nodes()
         self._mountinfo: Optional[int] = None
-        self._known: set[MountId] = set()
+        self._known: set[MountEntry] = set()
         if os.geteuid() == 0:
             self._mountinfo = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
             self._known = set(_read_mountinfo(self._mountinfo))
@@ -94,7 +77,7 @@ class NamespaceFollower:
         """Make the changes seen since the last call (it does not wait for any)."""
         if not self._namespaces:
             return
-        unmounted: set[MountId] = set()
+        unmounted: set[MountEntry] = set()
         if self._mountinfo is not None and self._poll.poll(0):
             now = set(_read_mountinfo(self._mountinfo))
             unmounted, self._known = self._known - now, now
@@ -123,7 +106,7 @@ class NamespaceFollower:
         os.waitpid(child, 0)
 
 
-def _apply(unmounted: set[MountId], mountpoint: str, added: list[str], removed: list[str]) -> None:
+def _apply(unmounted: set[MountEntry], mountpoint: str, added: list[str], removed: list[str]) -> None:
     """In the namespace: detach the copies of the host's unmounted mounts; bind the new nodes,
     unmount the removed ones; put the nodes' sysfs identity in place if the first nodes with one
     came after the start."""
@@ -132,7 +115,7 @@ def _apply(unmounted: set[MountId], mountpoint: str, added: list[str], removed: 
         here = parse_mountinfo(f.read())
     # Deepest first: a submount goes before the mount it sits on.
     for mount in sorted(set(here) & unmounted, key=lambda m: -m.mountpoint.count("/")):
-        _libc.umount2(os.fsencode(unescape(mount.mountpoint)), MNT_DETACH)
+        _libc.umount2(os.fsencode(mount.mountpoint), MNT_DETACH)
     ours = os.stat(nodes_dir).st_dev
     if added and not device_identity.installed():
         # sysfs before /dev, as the kernel publishes a device before udev makes its node.
@@ -155,6 +138,6 @@ def _apply(unmounted: set[MountId], mountpoint: str, added: list[str], removed: 
             pass  # removed again meanwhile: the next call sees it gone
 
 
-def _device(mount: MountId) -> int:
+def _device(mount: MountEntry) -> int:
     major, minor = mount.device.split(":")
     return os.makedev(int(major), int(minor))
