@@ -12,10 +12,8 @@ import logging
 import os
 import resource
 import select
-import shutil
 import signal
 import stat
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -36,33 +34,14 @@ from memtrackfs.mounts import (
     log_path_for_socket,
     mounted_elsewhere,
     probe_mount,
+    run_unmount,
 )
 from memtrackfs.processes import comm, identify, state
 
 log = logging.getLogger("memtrackfs")
 
 
-def _unmount_command(mountpoint: str, lazy: bool = False) -> list[str]:
-    for tool in ("fusermount3", "fusermount"):
-        if shutil.which(tool):
-            return [tool, "-uz" if lazy else "-u", mountpoint]
-    return ["umount", "-l", mountpoint] if lazy else ["umount", mountpoint]
-
-
-UNMOUNT_SECONDS = 10.0  # fusermount never needs long: it does not wait for the daemon
 READY_SECONDS = 30.0    # from fork to the daemon's "mounted" (libfuse's init callback)
-
-
-def _run_unmount(mountpoint: str, lazy: bool = False) -> None:
-    try:
-        done = subprocess.run(_unmount_command(mountpoint, lazy), capture_output=True, text=True,
-                              timeout=UNMOUNT_SECONDS)
-    except subprocess.TimeoutExpired:
-        raise KernelError(errno.ETIMEDOUT, f"cannot unmount {mountpoint}: "
-                                           f"{_unmount_command(mountpoint, lazy)[0]} did not return in "
-                                           f"{UNMOUNT_SECONDS:g} s") from None
-    if done.returncode != 0:
-        raise KernelError(errno.EBUSY, f"cannot unmount {mountpoint}: {done.stderr.strip() or done.returncode}")
 
 
 def prepare_mountpoint(mountpoint: str) -> Optional[str]:
@@ -71,7 +50,7 @@ def prepare_mountpoint(mountpoint: str) -> Optional[str]:
     state = probe_mount(mountpoint) if entry is not None else ANSWERS
     if state == STALE:
         # "Transport endpoint is not connected": its daemon died. Detach it and mount afresh.
-        _run_unmount(mountpoint, lazy=True)
+        run_unmount(mountpoint, lazy=True)
         note = f"recovered stale mount at {mountpoint} (its daemon had died)"
     elif state == HUNG:
         raise KernelError(errno.EBUSY, f"{mountpoint} is a mount whose daemon does not answer (stopped?): "
@@ -271,18 +250,18 @@ def umount(mountpoint: str, timeout: float = 10.0) -> int:
     socket_path = entry.source[len(SOURCE_PREFIX):]
     state = probe_mount(mountpoint)
     if state == STALE:
-        _run_unmount(mountpoint, lazy=True)
+        run_unmount(mountpoint, lazy=True)
         _remove(socket_path)
         print(f"memtrackfs: removed stale mount at {mountpoint}")
         return 0
     pid = listening_pid(socket_path)
     if state == HUNG:
-        _run_unmount(mountpoint, lazy=True)
+        run_unmount(mountpoint, lazy=True)
         who = f"its daemon (pid {pid}) is {_state_of(pid)}" if pid is not None else "no daemon found"
         print(f"memtrackfs: {mountpoint} did not answer within {PROBE_SECONDS:g} s ({who}): detached it "
               "(lazy unmount); the daemon exits once it runs again")
         return 0
-    _run_unmount(mountpoint)
+    run_unmount(mountpoint)
     deadline = time.monotonic() + timeout
     while pid is not None and identify(pid) is not None:  # a zombie child of ours is gone too
         if time.monotonic() > deadline:

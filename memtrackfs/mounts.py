@@ -10,10 +10,14 @@ import hashlib
 import os
 import re
 import select
+import shutil
 import signal
 import stat
+import subprocess
 import tempfile
 from typing import NamedTuple, Optional
+
+from memtrackfs.errors import KernelError
 
 SOURCE_PREFIX = "memtrackfs:"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -95,6 +99,29 @@ def probe_mount(mountpoint: str, timeout: float = PROBE_SECONDS) -> str:
         return HUNG
     _, status = os.waitpid(pid, 0)
     return STALE if os.waitstatus_to_exitcode(status) == errno.ENOTCONN else ANSWERS
+
+
+UNMOUNT_SECONDS = 10.0  # fusermount never needs long: it does not wait for the daemon
+
+
+def _unmount_command(mountpoint: str, lazy: bool = False) -> list[str]:
+    for tool in ("fusermount3", "fusermount"):
+        if shutil.which(tool):
+            return [tool, "-uz" if lazy else "-u", mountpoint]
+    return ["umount", "-l", mountpoint] if lazy else ["umount", mountpoint]
+
+
+def run_unmount(mountpoint: str, lazy: bool = False) -> None:
+    """Unmount ``mountpoint`` with fusermount3 (else fusermount, else umount); ``lazy`` detaches it
+    even while it is busy or its daemon does not answer. KernelError if that fails or hangs."""
+    command = _unmount_command(mountpoint, lazy)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=UNMOUNT_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise KernelError(errno.ETIMEDOUT, f"cannot unmount {mountpoint}: {command[0]} did not return in "
+                                           f"{UNMOUNT_SECONDS:g} s") from None
+    if done.returncode != 0:
+        raise KernelError(errno.EBUSY, f"cannot unmount {mountpoint}: {done.stderr.strip() or done.returncode}")
 
 
 def is_stale(mountpoint: str) -> bool:

@@ -25,6 +25,7 @@ links: the union works the same, every path through a link costs one READLINK mo
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -38,7 +39,9 @@ import threading
 import time
 from typing import Any, Callable, NamedTuple, Optional
 
-from memtrackfs.mounts import find_mount
+from memtrackfs import launch
+from memtrackfs.errors import KernelError
+from memtrackfs.mounts import find_mount, run_unmount
 
 REAL = ".real"  # where the namespace mounts the real procfs
 _PROC = "/proc"  # this daemon runs outside the namespace: its /proc is the real procfs
@@ -400,15 +403,11 @@ def start(mountpoint: str, own_dir: str, log_path: str, allow_other: bool = Fals
 
 def stop(daemon: subprocess.Popen, mountpoint: str) -> None:
     """libfuse unmounts on SIGTERM; a daemon that does not end is killed and its mount detached."""
-    if daemon.poll() is None:
-        daemon.terminate()
-    try:
-        daemon.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        daemon.kill()
-        daemon.wait()
+    launch.stop(daemon, timeout=STOP_TIMEOUT)
     if find_mount(mountpoint) is not None:
-        subprocess.run(["fusermount3", "-u", "-z", mountpoint], capture_output=True)
+        # Best effort (the teardown goes on): it fails only if the mount went meanwhile.
+        with contextlib.suppress(KernelError):
+            run_unmount(mountpoint, lazy=True)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
