@@ -17,6 +17,7 @@ from memtrackfs.tools.trace import TraceError
 
 DEMO = "/tmp/memtrackfs"
 MAX_SECONDS = 86400
+SETTLE_MAX_SECONDS = 3600  # the socket's settle takes timeout_ms up to an hour (settle_ops.MAX_TIMEOUT_MS)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,8 +78,8 @@ def _parser() -> argparse.ArgumentParser:
         [f"vpu-sim play --mount {DEMO} --seconds 1 && memtrackfs settle --mount {DEMO} && "
          f"cat {DEMO}/sys/kernel/debug/v4l2-memtrack/amphion-vpu"])
     _add_mount_option(settle)
-    settle.add_argument("--timeout", type=float, default=10.0, metavar="S",
-                        help="give up after S seconds (default: 10)")
+    settle.add_argument("--timeout", type=_settle_seconds, default=10.0, metavar="S",
+                        help=f"give up after S seconds (default: 10, 0: do not wait, at most {SETTLE_MAX_SECONDS})")
 
     where = {"default": "/", "metavar": "MNT",
              "help": "read the files under this mount point (default: /, the real paths: a board's too)"}
@@ -170,14 +171,26 @@ def _add_board_options(parser: argparse.ArgumentParser) -> None:
                              "the Rockchip DMABUF guide's)")
 
 
-def _seconds(text: str) -> float:
-    """A duration option: a number of seconds > 0 and at most a day (not nan, inf or negative)."""
+def _number_of_seconds(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+
+
+def _seconds(text: str) -> float:
+    """A duration option: a number of seconds > 0 and at most a day (not nan, inf or negative)."""
+    value = _number_of_seconds(text)
     if not 0 < value <= MAX_SECONDS:  # NaN compares false too
         raise argparse.ArgumentTypeError(f"{text!r}: expected seconds > 0 and at most {MAX_SECONDS} (a day)")
+    return value
+
+
+def _settle_seconds(text: str) -> float:
+    """settle --timeout: from 0 (look once, do not wait) to an hour, the socket's limit for a settle."""
+    value = _number_of_seconds(text)
+    if not 0 <= value <= SETTLE_MAX_SECONDS:  # NaN compares false too
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds from 0 to {SETTLE_MAX_SECONDS} (an hour)")
     return value
 
 
@@ -215,14 +228,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return _settle(args)
         if args.command == "scripts":
             return _scripts(args)
-        if args.command == "metrics":
-            try:
-                return _metrics(parser, args)
-            except ValueError as exc:  # a file that is not what it should be
-                print(f"memtrackfs: metrics: {exc}", file=sys.stderr)
-                return 2
-        if args.command in ("snapshot", "diff", "record", "plot", "capture", "load"):
-            return _observe(args)
+        if args.command in ("snapshot", "diff", "record", "plot", "capture", "load", "metrics"):
+            return _observe(parser, args)
         from memtrackfs.tools.replay import replay
         return replay(args.trace, args.mountpoint, args.socket)
     except RunError as exc:
@@ -241,8 +248,6 @@ def main(argv: Optional[list[str]] = None) -> int:
 def _settle(args: argparse.Namespace) -> int:
     from memtrackfs.client import MemtrackClient
     from memtrackfs.mounts import find_socket
-    if not 0 <= args.timeout <= 3600:
-        raise OSError(f"--timeout must be 0..3600 seconds, not {args.timeout:g}")
     with MemtrackClient(find_socket(args.mount), client="memtrackfs settle") as client:
         client.call("settle", timeout_ms=round(args.timeout * 1000), timeout=args.timeout + 30)
     return 0
@@ -293,11 +298,13 @@ def _scripts(args: argparse.Namespace) -> int:
     return 0
 
 
-def _observe(args: argparse.Namespace) -> int:
+def _observe(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from memtrackfs.tools import plot, record, snapshot
     if args.command in ("snapshot", "record", "capture"):
         snapshot.require_kernel_files(args.mount)
     try:
+        if args.command == "metrics":
+            return _metrics(parser, args)
         if args.command == "snapshot":
             snap = snapshot.take_snapshot(args.mount)
             for path, problem in snap["unreadable"].items():

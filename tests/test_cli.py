@@ -96,6 +96,10 @@ def test_a_failed_mount_says_why_on_the_terminal(tmp_path: Path) -> None:
     (["vpu_sim", "play", "--keep-exports", "5"], "usage: vpu-sim play ",
      "vpu-sim play: error: --keep-exports needs --export-to"),
     (["vpu_sim", "scenario"], "usage: vpu-sim scenario ", "vpu-sim scenario: error: give a SCENARIO"),
+    (["memtrackfs", "settle", "--timeout", "3601", "--mount", "/nonexistent"], "usage: memtrackfs settle ",
+     "memtrackfs settle: error: argument --timeout: '3601': expected seconds from 0 to 3600 (an hour)"),
+    (["memtrackfs", "settle", "--timeout", "nan"], "usage: memtrackfs settle ",
+     "memtrackfs settle: error: argument --timeout: 'nan': expected seconds from 0 to 3600 (an hour)"),
 ])
 def test_a_usage_error_found_after_parsing_shows_its_commands_usage(argv: list[str], usage: str, error: str) -> None:
     """As argparse does for the errors it finds itself (`vpu-sim play --size 12`)."""
