@@ -2,13 +2,14 @@
 that name their file, a failed mount that says why, tools that say when there is nothing to read."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from memtrackfs.testing.helpers import memtrackfs
+from memtrackfs.testing.helpers import Mount, memtrackfs, start_mount
 
 MEMTRACKFS = ["mount", "umount", "run", "settle", "snapshot", "diff", "record", "plot", "metrics", "replay", "capture",
               "load", "scripts"]
@@ -105,3 +106,24 @@ def test_a_usage_error_found_after_parsing_shows_its_commands_usage(argv: list[s
     """As argparse does for the errors it finds itself (`vpu-sim play --size 12`)."""
     done = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.startswith(usage) and f"\n{error}" in done.stderr, done.stderr
+
+
+def test_vpu_sim_talks_to_the_mount_given_and_inside_a_run_to_the_runs_own(memtrackfs_mount: Mount,
+                                                                          tmp_path: Path) -> None:
+    """As memtrackfs's --mount: an explicit mount wins over $MEMTRACKFS_SOCKET (set inside
+    `memtrackfs run`); the default, /, is the run's own. A buffer only the other mount has tells
+    which socket `vpu-sim hold` spoke to."""
+    other = start_mount(tmp_path / "other")
+    try:
+        with other.client() as client:
+            buffer = client.call("heap_alloc", heap="system", bytes=1 << 20)["buffer"]
+            inside_run = {**os.environ, "MEMTRACKFS_SOCKET": str(memtrackfs_mount.socket)}
+            done = subprocess.run([sys.executable, "-m", "vpu_sim", "hold", "--mount", str(other.path),
+                                   "--seconds", "0", str(buffer)], capture_output=True, text=True, env=inside_run)
+            assert (done.returncode, done.stdout) == (0, "holding 1 dma-bufs for 0 s\n"), done.stderr
+            inside_run["MEMTRACKFS_SOCKET"] = str(other.socket)
+            done = subprocess.run([sys.executable, "-m", "vpu_sim", "hold", "--seconds", "0", str(buffer)],
+                                  capture_output=True, text=True, env=inside_run)
+            assert (done.returncode, done.stdout) == (0, "holding 1 dma-bufs for 0 s\n"), done.stderr
+    finally:
+        other.umount()

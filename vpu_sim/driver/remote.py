@@ -11,13 +11,17 @@ import os
 from typing import Any, Optional
 
 from memtrackfs.client import MemtrackClient
-from memtrackfs.mounts import socket_for_mount
+from memtrackfs.mounts import find_socket
 from vpu_sim.driver.memtrack import Caller, Handle, UsageCallback
 
 
 def socket_path(mount: str) -> str:
-    """The driver socket of a mount: $MEMTRACKFS_SOCKET if set, else from the mount table."""
-    return os.environ.get("MEMTRACKFS_SOCKET") or socket_for_mount(mount)
+    """The driver socket of the mount at ``mount``, as ``memtrackfs --mount`` finds it: the mount
+    given wins over $MEMTRACKFS_SOCKET; the default, / (the real paths), is the run's own inside
+    ``memtrackfs run`` ($MEMTRACKFS_SOCKET), else must be a memtrackfs mount."""
+    if mount == "/" and os.environ.get("MEMTRACKFS_SOCKET"):
+        return find_socket()
+    return find_socket(mount)
 
 
 class SocketMemTrack:
