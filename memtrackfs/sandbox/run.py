@@ -98,7 +98,8 @@ def run(command: Sequence[str], board: Optional[str], bsp: Optional[str], vpu: b
             cleanup.callback(_print_log, workdir.vpu_log)
             cleanup.callback(launch.stop, player, signal.SIGINT)  # SIGINT: it stops its apps and driver, then sums up
         elif vpu:
-            cleanup.callback(launch.stop, _start_vpu(workdir, "daemon", "--board", _driver_board(board)))
+            # It takes the board of the mount's greeting (the union mount: the i.MX8QXP's driver).
+            cleanup.callback(launch.stop, _start_vpu(workdir, "daemon"))
         env = {**os.environ, "MEMTRACKFS_SOCKET": workdir.socket}
         status = run_in_namespace(command, env, workdir.mnt, proc_union)
         cut_short = player is not None and player.poll() is None
@@ -118,11 +119,6 @@ def _memtrackfs(*args: str) -> subprocess.CompletedProcess:
     # From /: `python -m` looks in the working directory first (a ./memtrackfs directory would
     # shadow the package), and a daemon's working directory keeps its mount busy.
     return subprocess.run([sys.executable, "-m", "memtrackfs", *args], capture_output=True, text=True, cwd="/")
-
-
-def _driver_board(mount_board: Optional[str]) -> str:
-    """The vpu_sim driver of a mount's board: the default (union) mount gets the i.MX8QXP."""
-    return "imx8qxp" if mount_board in (None, "union") else mount_board
 
 
 def _mount(workdir: Workdir, board: Optional[str], bsp: Optional[str], heap_options: Sequence[str]) -> None:
