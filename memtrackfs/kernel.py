@@ -15,12 +15,12 @@ from memtrackfs.delayed_work import DelayedWork
 from memtrackfs.model.boards import Board, board
 from memtrackfs.model.devices import DeviceTable
 from memtrackfs.model.dmabuf import DmaBufTable
-from memtrackfs.model.files import FileRecord, OpenFileTable
+from memtrackfs.model.files import FileRecord, OpenFileTable, ProcessId
 from memtrackfs.model.heaps import CmaHeap, HeapSpec, build_heaps, first_cma_heap
 from memtrackfs.model.kmsg import LEVEL_WARNING, KernelLog
 from memtrackfs.model.mpp import MppService
 from memtrackfs.model.tracker import Node, NotifyCallback, Tracker, debug_sites
-from memtrackfs.processes import ProcessId, is_running
+from memtrackfs.processes import is_running
 
 
 class Kernel:

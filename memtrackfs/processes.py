@@ -3,14 +3,9 @@ whether it still runs (a pid is reused after its process is reaped; its start ti
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Optional
 
-
-class ProcessId(NamedTuple):
-    """A process as the kernel tells it apart: its tgid and its start time (clock ticks after boot)."""
-
-    tgid: int
-    start: int
+from memtrackfs.model.files import ProcessId
 
 
 def _stat_fields(pid: int) -> Optional[list[str]]:

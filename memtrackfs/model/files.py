@@ -14,7 +14,12 @@ from __future__ import annotations
 import itertools
 from typing import NamedTuple, Optional
 
-from memtrackfs.processes import ProcessId
+
+class ProcessId(NamedTuple):
+    """A process as the kernel tells it apart: its tgid and its start time (clock ticks after boot)."""
+
+    tgid: int
+    start: int
 
 
 class FileRecord(NamedTuple):
